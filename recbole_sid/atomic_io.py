@@ -1,0 +1,202 @@
+"""Reading and writing RecBole atomic files that the plugin produces: vectors (``.itememb``) and SIDs (``.itemsid``).
+
+Every writer goes through :func:`atomic_write`: the file appears whole or not at all.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import string
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from recbole_sid.exceptions import DataError
+
+#: Level prefixes of SID tokens: level 0 -> ``a_12``, level 1 -> ``b_7``, ...
+LEVEL_PREFIXES = string.ascii_lowercase
+_TOKEN_RE = re.compile(r"^<?([a-z])_(\d+)>?$")
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = "w", overwrite: bool = True, encoding: str | None = "utf-8"):
+    """Open a temporary file beside ``path``; rename it onto ``path`` only if the block finishes.
+
+    ``overwrite=False`` refuses an existing ``path`` (FileExistsError naming it) before anything is written.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path} already exists; refusing to overwrite it (pass --overwrite / overwrite=True)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
+        with os.fdopen(fd, mode, **kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _read_header(path: Path, sep: str) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            header = f.readline().rstrip("\n\r")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    if not header:
+        raise DataError(f"{path}: empty file (expected a RecBole atomic header such as 'item_id:token')")
+    return header.split(sep)
+
+
+# --- vectors: NAME.itememb / NAME.useremb -----------------------------------------------------------------
+
+def write_vectors(path, ids, vectors, id_field: str = "item_id", vec_field: str = "item_emb",
+                  overwrite: bool = True, precision: int = 6) -> Path:
+    """Write ``id_field:token`` + ``vec_field:float_seq`` rows (space-separated floats), atomically."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    ids = [str(i) for i in ids]
+    if vectors.ndim != 2 or vectors.shape[0] != len(ids):
+        raise DataError(f"{path}: need one vector per id, got {len(ids)} ids and vectors of shape {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        bad = [ids[i] for i in np.where(~np.isfinite(vectors).all(axis=1))[0][:5]]
+        raise DataError(f"{path}: vectors contain NaN/Inf (e.g. for ids {bad}); nothing written")
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{path}: duplicate ids; nothing written")
+    fmt = f"%.{precision}g"
+    with atomic_write(path, overwrite=overwrite) as f:
+        f.write(f"{id_field}:token\t{vec_field}:float_seq\n")
+        for row_id, row in zip(ids, vectors):
+            f.write(row_id + "\t" + " ".join(fmt % v for v in row) + "\n")
+    return Path(path)
+
+
+def read_vectors(path, sep: str = "\t") -> tuple[list[str], np.ndarray, str, str]:
+    """Read a vectors atomic file; returns ``(ids, vectors [N, D] float32, id_field, vec_field)``."""
+    path = Path(path)
+    header = _read_header(path, sep)
+    if len(header) != 2 or not header[0].endswith(":token") or not header[1].endswith(":float_seq"):
+        raise DataError(f"{path}: expected header '<id>:token<TAB><vec>:float_seq', got {header}")
+    id_field, vec_field = header[0].split(":")[0], header[1].split(":")[0]
+    ids, rows = [], []
+    with open(path, encoding="utf-8") as f:
+        next(f)
+        for line_no, line in enumerate(f, start=2):
+            line = line.rstrip("\n\r")
+            if not line:
+                continue
+            parts = line.split(sep)
+            if len(parts) != 2:
+                raise DataError(f"{path}:{line_no}: expected 2 tab-separated columns, got {len(parts)}")
+            try:
+                rows.append(np.array(parts[1].split(), dtype=np.float32))
+            except ValueError as exc:
+                raise DataError(f"{path}:{line_no}: '{vec_field}' is not a list of floats ({exc})") from exc
+            ids.append(parts[0])
+    if not rows:
+        raise DataError(f"{path}: no vectors after the header")
+    dims = {r.shape[0] for r in rows}
+    if len(dims) != 1:
+        raise DataError(f"{path}: vectors of different dimensions {sorted(dims)}")
+    vectors = np.stack(rows)
+    if not np.isfinite(vectors).all():
+        bad = [ids[i] for i in np.where(~np.isfinite(vectors).all(axis=1))[0][:5]]
+        raise DataError(f"{path}: vectors contain NaN/Inf (e.g. ids {bad})")
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{path}: duplicate ids in column '{id_field}'")
+    return ids, vectors, id_field, vec_field
+
+
+# --- semantic IDs: NAME.itemsid / NAME.usersid / public *.index.json --------------------------------------
+
+def sid_tokens(codes_row) -> list[str]:
+    """``[12, 7, 201]`` -> ``['a_12', 'b_7', 'c_201']``."""
+    return [f"{LEVEL_PREFIXES[level]}_{int(code)}" for level, code in enumerate(codes_row)]
+
+
+def write_sids(path, ids, codes, id_field: str = "item_id", overwrite: bool = True) -> Path:
+    """Write ``id_field:token`` + ``sid:token_seq`` rows (``a_12 b_7 c_201 d_0``), atomically."""
+    codes = np.asarray(codes)
+    ids = [str(i) for i in ids]
+    if codes.ndim != 2 or codes.shape[0] != len(ids):
+        raise DataError(f"{path}: need one SID per id, got {len(ids)} ids and codes of shape {codes.shape}")
+    if codes.shape[1] > len(LEVEL_PREFIXES):
+        raise DataError(f"{path}: at most {len(LEVEL_PREFIXES)} SID levels, got {codes.shape[1]}")
+    if (codes < 0).any():
+        raise DataError(f"{path}: negative codes")
+    with atomic_write(path, overwrite=overwrite) as f:
+        f.write(f"{id_field}:token\tsid:token_seq\n")
+        for row_id, row in zip(ids, codes):
+            f.write(row_id + "\t" + " ".join(sid_tokens(row)) + "\n")
+    return Path(path)
+
+
+def parse_sid_tokens(tokens, where: str) -> list[int]:
+    """``['a_12', 'b_7']`` or ``['<a_12>', '<b_7>']`` -> ``[12, 7]``; levels must run a, b, c, ..."""
+    codes = []
+    for level, token in enumerate(tokens):
+        match = _TOKEN_RE.match(token.strip())
+        if not match:
+            raise DataError(f"{where}: SID token {token!r} is not of the form 'a_12' or '<a_12>'")
+        if match.group(1) != LEVEL_PREFIXES[level]:
+            raise DataError(f"{where}: SID token {token!r} at level {level} should start with "
+                            f"'{LEVEL_PREFIXES[level]}_'")
+        codes.append(int(match.group(2)))
+    return codes
+
+
+def read_sids(path) -> tuple[list[str], np.ndarray]:
+    """Read SIDs from an ``.itemsid``/``.usersid`` atomic file or a public ``{"id": ["<a_70>", ...]}`` JSON.
+
+    Returns ``(ids, codes [N, L] int64)``; every row must have the same number of levels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    ids: list[str] = []
+    rows: list[list[int]] = []
+    if path.suffix == ".json":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise DataError(f"{path}: expected a JSON object {{id: [tokens]}}")
+        for key, tokens in data.items():
+            if not isinstance(tokens, list):
+                raise DataError(f"{path}: value for id {key!r} is not a list of SID tokens")
+            ids.append(str(key))
+            rows.append(parse_sid_tokens(tokens, f"{path} (id {key})"))
+    else:
+        header = _read_header(path, "\t")
+        if len(header) != 2 or not header[1].endswith(":token_seq"):
+            raise DataError(f"{path}: expected header '<id>:token<TAB>sid:token_seq', got {header}")
+        with open(path, encoding="utf-8") as f:
+            next(f)
+            for line_no, line in enumerate(f, start=2):
+                line = line.rstrip("\n\r")
+                if not line:
+                    continue
+                parts = line.split("\t")
+                if len(parts) != 2:
+                    raise DataError(f"{path}:{line_no}: expected 2 tab-separated columns, got {len(parts)}")
+                ids.append(parts[0])
+                rows.append(parse_sid_tokens(parts[1].split(), f"{path}:{line_no}"))
+    if not rows:
+        raise DataError(f"{path}: no SIDs")
+    lengths = {len(r) for r in rows}
+    if len(lengths) != 1:
+        raise DataError(f"{path}: SIDs have different numbers of levels {sorted(lengths)}")
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{path}: duplicate ids")
+    return ids, np.asarray(rows, dtype=np.int64)

@@ -1,0 +1,1 @@
+"""recbole_sid.model.context_aware_recommender."""

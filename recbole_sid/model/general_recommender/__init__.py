@@ -1,0 +1,1 @@
+"""recbole_sid.model.general_recommender."""

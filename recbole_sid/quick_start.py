@@ -1,0 +1,181 @@
+"""The plugin's runner: RecBole's quick start for built-in and plugin models, without importing ``ray``.
+
+Mirrors ``recbole.quick_start`` (``run``, ``run_recbole``, ``run_recboles``, ``load_data_and_model``) but resolves
+models, trainers and yaml defaults through the plugin, checks that the dataset is on disk before RecBole could
+try to download it, and never imports ``recbole.quick_start`` (which imports ray; see ``recbole_sid.compat``).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from collections.abc import MutableMapping
+from logging import getLogger
+
+import torch
+import torch.distributed as dist
+from recbole.data import create_dataset, data_preparation
+from recbole.data.transform import construct_transform
+from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
+
+from recbole_sid.config import Config
+from recbole_sid.exceptions import ConfigError, DatasetNotFoundError
+from recbole_sid.utils import get_model, get_trainer
+
+
+def check_dataset_files(config) -> None:
+    """Fail with :class:`DatasetNotFoundError` when the dataset's atomic files are not under ``data_path``.
+
+    RecBole would otherwise try to download unknown datasets from the network; the plugin never does.
+    """
+    name, path = config["dataset"], config["data_path"]
+    benchmark = config["benchmark_filename"]
+    if benchmark:
+        wanted = [os.path.join(path, f"{name}.{part}.inter") for part in benchmark]
+    else:
+        wanted = [os.path.join(path, f"{name}.inter")]
+    missing = [f for f in wanted if not os.path.isfile(f)]
+    if not missing:
+        return
+    root = os.path.dirname(os.path.normpath(path)) or "."
+    present = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(root, "*", "*.inter")))
+    raise DatasetNotFoundError(
+        f"Dataset '{name}' not found: expected {', '.join(missing)} (data_path = '{os.path.dirname(path) or '.'}'). "
+        f"recbole-sid never downloads data. Put RecBole atomic files in <data_path>/{name}/ (see "
+        f"'python -m dataset_prep --help'), or pass --data_path=DIR. Datasets found under '{root}': "
+        f"{', '.join(sorted(set(present))) or '(none)'}; ml-100k is always available (embedded in recbole)."
+    )
+
+
+def build_config(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None) -> Config:
+    """The plugin ``Config`` (errors in files, keys or values come back as :class:`ConfigError`)."""
+    return Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict,
+                  cmd_args=cmd_args)
+
+
+def _log_flops(model, dataset, config, logger) -> None:
+    transform = construct_transform(config)
+    try:
+        flops = get_flops(model, dataset, config["device"], logger, transform)
+    except Exception as exc:  # FLOPs are informative only; say that they were not computed and why
+        logger.warning(f"FLOPs not computed for {config['model']}: {type(exc).__name__}: {exc}")
+        return
+    logger.info(set_color("FLOPs", "blue") + f": {flops}")
+
+
+def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None,
+                cmd_args=None, config=None):
+    r"""Train and test ``model`` on ``dataset`` like RecBole's ``run_recbole``; returns RecBole's result dict.
+
+    ``model`` may be a name (plugin, registered or RecBole model) or a model class. ``cmd_args`` are
+    ``--key=value`` overrides (the CLI passes them; ``None`` reads ``sys.argv`` as RecBole does). A ready
+    ``config`` may be passed instead of the arguments that build one.
+    """
+    if config is None:
+        config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
+    check_dataset_files(config)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    config.log_notices(logger)
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = config.model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    _log_flops(model, dataset, config, logger)
+
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    environment_tb = get_environment(config)
+    logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+
+    result = {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+    extra = getattr(trainer, "extra_results", None)
+    if extra:
+        result.update(extra)
+    if saved and getattr(trainer, "saved_model_file", None):
+        result["model_file"] = trainer.saved_model_file
+    if not config["single_spec"]:
+        dist.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def run_recboles(rank, *args):
+    """Entry point of one process of a distributed run (``torch.multiprocessing.spawn``)."""
+    kwargs = args[-1]
+    if not isinstance(kwargs, MutableMapping):
+        raise ValueError(f"The last argument of run_recboles should be a dict, but got {type(kwargs)}")
+    kwargs["config_dict"] = kwargs.get("config_dict", {})
+    kwargs["config_dict"]["local_rank"] = rank
+    run_recbole(*args[:3], **kwargs)
+
+
+def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1, world_size=-1,
+        ip="localhost", port="5678", group_offset=0, cmd_args=None):
+    """Single-process or distributed run, with the arguments of RecBole's ``run_recbole.py``."""
+    if nproc == 1 and world_size <= 0:
+        return run_recbole(model=model, dataset=dataset, config_file_list=config_file_list,
+                           config_dict=config_dict, saved=saved, cmd_args=cmd_args)
+    if not torch.cuda.is_available() or torch.cuda.device_count() < nproc:
+        raise ConfigError(
+            f"--nproc={nproc} asks for distributed training, which RecBole 1.2.1 runs with the NCCL backend only: "
+            f"it needs {nproc} CUDA GPUs, and this machine has {torch.cuda.device_count()}. Use --nproc=1."
+        )
+    if world_size == -1:
+        world_size = nproc
+    import torch.multiprocessing as mp
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {})
+    config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
+    kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved, "cmd_args": cmd_args}
+    mp.spawn(run_recboles, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
+    return None if queue.empty() else queue.get()
+
+
+def load_data_and_model(model_file):
+    r"""Load a checkpoint written by ``run_recbole`` (plugin or RecBole model) with its data and dataloaders.
+
+    Returns ``(config, model, dataset, train_data, valid_data, test_data)`` like RecBole's function.
+    The checkpoint must be one written by RecBole's trainer through this plugin: it pickles the run's ``Config``,
+    so it is loaded with ``weights_only=False`` — only open checkpoints you (or your own runs) wrote.
+    """
+    if not os.path.isfile(model_file):
+        raise FileNotFoundError(f"Checkpoint not found: {model_file}")
+    # weights_only=False: a RecBole/recbole-sid checkpoint pickles the Config object (see docstring).
+    checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    check_dataset_files(config)
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    init_seed(config["seed"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data

@@ -1,0 +1,201 @@
+"""Model and trainer lookup: the plugin first, then third-party registrations, then RecBole (RecBole-GNN style)."""
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from recbole_sid.exceptions import ModelNotFoundError
+
+#: Sub-packages searched for ``<name.lower()>.py``, in the plugin and in RecBole (same names as RecBole's).
+MODEL_SUBMODULES = (
+    "general_recommender",
+    "context_aware_recommender",
+    "sequential_recommender",
+    "knowledge_aware_recommender",
+)
+#: RecBole's exlib models need lightgbm / xgboost; their package is only imported for these names.
+_EXLIB_MODELS = {"lightgbm": "LightGBM", "xgboost": "XGBoost"}
+
+
+@dataclass
+class Registration:
+    """A model added with :func:`register_model`: its class, its yaml defaults and an optional trainer."""
+
+    model_class: type
+    yaml_path: str | None = None
+    trainer_class: type | None = None
+
+
+_REGISTRY: dict[str, Registration] = {}
+
+
+def properties_dir() -> Path:
+    """The plugin's ``properties/`` folder: inside the installed package, or beside it in a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "properties", here.parent / "properties"):
+        if (candidate / "model").is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"recbole-sid's properties/ folder (model yaml defaults) was found neither at {here / 'properties'} "
+        f"nor at {here.parent / 'properties'}; the installation is incomplete - reinstall recbole-sid."
+    )
+
+
+def register_model(model_class: type, yaml_path: str | os.PathLike | None = None, trainer_class: type | None = None):
+    """Make ``model_class`` resolvable by its class name, with ``yaml_path`` loaded as its defaults.
+
+    The yaml file is read after RecBole's own and the plugin's defaults and before the user's config files,
+    exactly like ``properties/model/<Model>.yaml`` of the plugin's models. Returns the class (usable as a decorator
+    through ``functools.partial``).
+    """
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    if not (inspect.isclass(model_class) and issubclass(model_class, AbstractRecommender)):
+        raise TypeError(
+            f"register_model expects a RecBole model class (a subclass of AbstractRecommender), got {model_class!r}"
+        )
+    for attr in ("type", "input_type"):
+        if not hasattr(model_class, attr):
+            raise TypeError(f"register_model: {model_class.__name__} has no class attribute '{attr}' "
+                            f"(RecBole needs both 'type' and 'input_type')")
+    if yaml_path is not None:
+        yaml_path = os.fspath(yaml_path)
+        if not os.path.isfile(yaml_path):
+            raise FileNotFoundError(f"register_model: yaml file for {model_class.__name__} not found: {yaml_path}")
+    _REGISTRY[model_class.__name__] = Registration(model_class, yaml_path, trainer_class)
+    return model_class
+
+
+def plugins_from_env() -> list[str]:
+    """Module names listed in ``RECBOLE_SID_PLUGINS`` (comma-separated)."""
+    return [m.strip() for m in os.environ.get("RECBOLE_SID_PLUGINS", "").split(",") if m.strip()]
+
+
+def import_plugins(modules) -> list:
+    """Import third-party modules that register models (``register_model``) before any lookup."""
+    imported = []
+    for name in modules:
+        try:
+            imported.append(importlib.import_module(name))
+        except ImportError as exc:
+            raise ModelNotFoundError(
+                f"Plugin module '{name}' (from --plugin or RECBOLE_SID_PLUGINS) cannot be imported: {exc}"
+            ) from exc
+    return imported
+
+
+def registered_yaml(model_name: str) -> str | None:
+    """The yaml file a third party registered for ``model_name`` (None if none)."""
+    reg = _REGISTRY.get(model_name)
+    return reg.yaml_path if reg else None
+
+
+def _find_module(package: str, model_name: str):
+    file_name = model_name.lower()
+    for submodule in MODEL_SUBMODULES:
+        module_path = f"{package}.{submodule}.{file_name}"
+        try:
+            spec = importlib.util.find_spec(module_path)
+        except ModuleNotFoundError:
+            spec = None
+        if spec is not None:
+            return importlib.import_module(module_path)
+    return None
+
+
+def _plugin_models() -> dict[str, type]:
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    found = {}
+    for submodule in MODEL_SUBMODULES:
+        pkg_name = f"recbole_sid.model.{submodule}"
+        try:
+            pkg = importlib.import_module(pkg_name)
+        except ModuleNotFoundError:
+            continue
+        for path in Path(pkg.__file__).parent.glob("*.py"):
+            if path.stem.startswith("_"):
+                continue
+            module = importlib.import_module(f"{pkg_name}.{path.stem}")
+            for name, obj in vars(module).items():
+                if (inspect.isclass(obj) and issubclass(obj, AbstractRecommender) and obj.__module__ == module.__name__
+                        and name.lower() == path.stem):
+                    found[name] = obj
+    return found
+
+
+def _recbole_models() -> list[str]:
+    from recbole.model.abstract_recommender import AbstractRecommender
+
+    names = []
+    for submodule in MODEL_SUBMODULES:
+        pkg = importlib.import_module(f"recbole.model.{submodule}")
+        names += [n for n, o in vars(pkg).items() if inspect.isclass(o) and issubclass(o, AbstractRecommender)]
+    names += list(_EXLIB_MODELS.values())
+    return sorted(set(names))
+
+
+def available_models() -> dict[str, list[str]]:
+    """Every model name this installation resolves: ``{"recbole_sid": [...], "registered": [...], "recbole": [...]}``."""
+    return {
+        "recbole_sid": sorted(_plugin_models()),
+        "registered": sorted(_REGISTRY),
+        "recbole": _recbole_models(),
+    }
+
+
+def _not_found(model_name: str) -> ModelNotFoundError:
+    models = available_models()
+    every = models["recbole_sid"] + models["registered"] + models["recbole"]
+    close = difflib.get_close_matches(model_name, every, n=3, cutoff=0.6)
+    close += [m for m in every if m.lower() == model_name.lower() and m not in close]
+    hint = f" Did you mean {', '.join(close)}? (model names are case-sensitive class names)" if close else ""
+    return ModelNotFoundError(
+        f"Unknown model '{model_name}'.{hint} Available models - recbole-sid: {', '.join(models['recbole_sid']) or '(none)'}; "
+        f"registered: {', '.join(models['registered']) or '(none)'}; RecBole: {', '.join(models['recbole'])}."
+    )
+
+
+def get_model(model_name: str) -> type:
+    """Model class for ``model_name``: registrations, then ``recbole_sid.model.*``, then RecBole's models."""
+    if not isinstance(model_name, str) or not model_name:
+        raise ModelNotFoundError(f"model must be a non-empty model name, got {model_name!r}")
+    if model_name in _REGISTRY:
+        return _REGISTRY[model_name].model_class
+    for package in ("recbole_sid.model", "recbole.model"):
+        module = _find_module(package, model_name)
+        if module is not None:
+            if hasattr(module, model_name):
+                return getattr(module, model_name)
+            raise _not_found(model_name)
+    if model_name.lower() in _EXLIB_MODELS:
+        if model_name != _EXLIB_MODELS[model_name.lower()]:
+            raise _not_found(model_name)
+        dependency = model_name.lower()
+        if importlib.util.find_spec(dependency) is None:
+            raise ModelNotFoundError(
+                f"RecBole's {model_name} model needs the '{dependency}' package, which is not installed "
+                f"(pip install {dependency})."
+            )
+        from recbole.utils import get_model as recbole_get_model
+
+        return recbole_get_model(model_name)
+    raise _not_found(model_name)
+
+
+def get_trainer(model_type, model_name: str) -> type:
+    """Trainer class: a registered one, ``recbole_sid.trainer.<Model>Trainer``, else RecBole's choice."""
+    reg = _REGISTRY.get(model_name)
+    if reg is not None and reg.trainer_class is not None:
+        return reg.trainer_class
+    trainer_module = importlib.import_module("recbole_sid.trainer")
+    if hasattr(trainer_module, model_name + "Trainer"):
+        return getattr(trainer_module, model_name + "Trainer")
+    from recbole.utils import get_trainer as recbole_get_trainer
+
+    return recbole_get_trainer(model_type, model_name)
