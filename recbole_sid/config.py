@@ -27,7 +27,6 @@ from recbole_sid.utils import get_model, properties_dir, registered_yaml
 #: quick-start yaml of the plugin applied by model type (after RecBole's own quick-start yaml).
 _QUICK_START_BY_TYPE = {
     ModelType.GENERAL: "general.yaml",
-    ModelType.CONTEXT: "context-aware.yaml",
 }
 
 

@@ -19,6 +19,7 @@ from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
 from recbole_sid.config import Config
+from recbole_sid.evaluation import evaluate_warm_cold
 from recbole_sid.exceptions import ConfigError, DatasetNotFoundError
 from recbole_sid.utils import get_model, get_trainer
 
@@ -95,11 +96,15 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    breakdown = evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=config["show_progress"])
 
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
+    for key, value in breakdown.items():
+        if key.startswith("test_result_"):
+            logger.info(set_color(key.replace("_", " ", 1).replace("_", " (") + ")", "yellow") + f": {value}")
 
     result = {
         "best_valid_score": best_valid_score,
@@ -107,6 +112,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         "best_valid_result": best_valid_result,
         "test_result": test_result,
     }
+    result.update(breakdown)
     extra = getattr(trainer, "extra_results", None)
     if extra:
         result.update(extra)
