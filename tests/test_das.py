@@ -43,10 +43,11 @@ def test_every_term_finite_and_nonzero(tiny_root):
     for name, value in terms.items():
         assert torch.isfinite(value), name
         assert value.item() != 0.0, name
+    batch = first_batch(train)
     model._generator.manual_seed(1)
-    total = model.calculate_loss(first_batch(train)).detach()
+    total = model.calculate_loss(batch).detach()
     model._generator.manual_seed(1)
-    assert torch.isclose(total, sum(v.detach() for v in model.loss_terms(first_batch(train)).values()))
+    assert torch.isclose(total, sum(v.detach() for v in model.loss_terms(batch).values()))
 
 
 def _grads(model, loss):
