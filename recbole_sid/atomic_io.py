@@ -32,6 +32,9 @@ def atomic_write(path, mode: str = "w", overwrite: bool = True, encoding: str | 
         raise FileExistsError(f"{path} already exists; refusing to overwrite it (pass --overwrite / overwrite=True)")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions
     try:
         kwargs = {} if "b" in mode else {"encoding": encoding, "newline": "\n"}
         with os.fdopen(fd, mode, **kwargs) as handle:

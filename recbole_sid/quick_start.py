@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
+import time
 from collections.abc import MutableMapping
 from logging import getLogger
 
@@ -64,6 +65,19 @@ def _log_flops(model, dataset, config, logger) -> None:
     logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
 
+def _time_training_epochs(trainer, sink: list) -> None:
+    """Record the wall time of every training epoch (evaluation excluded) of this trainer instance in ``sink``."""
+    train_epoch = trainer._train_epoch
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        out = train_epoch(*args, **kwargs)
+        sink.append(time.perf_counter() - start)
+        return out
+
+    trainer._train_epoch = timed
+
+
 def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None,
                 cmd_args=None, config=None):
     r"""Train and test ``model`` on ``dataset`` like RecBole's ``run_recbole``; returns RecBole's result dict.
@@ -92,9 +106,14 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     _log_flops(model, dataset, config, logger)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    valid_curve, epoch_seconds = [], []
+    _time_training_epochs(trainer, epoch_seconds)
+    fit_start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"],
+        callback_fn=lambda epoch, score: valid_curve.append((int(epoch), float(score))),
     )
+    train_seconds = time.perf_counter() - fit_start
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     breakdown = evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=config["show_progress"])
 
@@ -113,6 +132,12 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         "test_result": test_result,
     }
     result.update(breakdown)
+    losses = getattr(trainer, "train_loss_dict", {}) or {}
+    result["epochs_run"] = len(losses)
+    result["train_seconds"] = train_seconds
+    result["epoch_seconds"] = epoch_seconds
+    result["curves"] = {"train_loss": {int(k): float(sum(v) if isinstance(v, tuple) else v) for k, v in losses.items()},
+                        "valid_score": dict(valid_curve)}
     extra = getattr(trainer, "extra_results", None)
     if extra:
         result.update(extra)

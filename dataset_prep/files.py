@@ -1,0 +1,74 @@
+"""Writing several output files all-or-nothing, and refusing existing outputs without ``--overwrite``."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from recbole_sid.exceptions import DataError
+
+
+def check_outputs(paths, overwrite: bool) -> None:
+    """``DataError`` naming the first existing output (and how many) unless ``overwrite``."""
+    existing = [Path(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more output files)" if len(existing) > 1 else ""
+        raise DataError(f"{existing[0]} already exists{more}; refusing to overwrite it: pass --overwrite")
+
+
+def check_input(path, what: str = "input file") -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: {what} not found")
+    if not path.is_file():
+        raise DataError(f"{path}: {what} is not a regular file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"{path}: {what} is not readable (permission denied)")
+    return path
+
+
+class Staging:
+    """Write every output to a temporary file beside it; ``commit()`` renames them all into place.
+
+    Used as a context manager: leaving the block with an exception (or without ``commit()``) removes the
+    temporary files, so no output is ever half-written or written without its siblings.
+    """
+
+    def __init__(self, outputs, overwrite: bool):
+        self.outputs = [Path(p) for p in outputs]
+        check_outputs(self.outputs, overwrite)
+        self._temps: dict[Path, Path] = {}
+
+    def path(self, final) -> Path:
+        final = Path(final)
+        if final not in self.outputs:
+            raise ValueError(f"{final} is not a declared output")
+        if final not in self._temps:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent)
+            os.close(fd)
+            self._temps[final] = Path(tmp)
+        return self._temps[final]
+
+    def commit(self) -> list[Path]:
+        missing = [p for p in self.outputs if p not in self._temps]
+        if missing:
+            raise RuntimeError(f"outputs never written: {missing}")
+        umask = os.umask(0)
+        os.umask(umask)
+        for final, tmp in self._temps.items():
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual permissions
+            os.replace(tmp, final)
+        self._temps.clear()
+        return self.outputs
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for tmp in self._temps.values():
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        self._temps.clear()
+        return False

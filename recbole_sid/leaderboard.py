@@ -1,0 +1,302 @@
+"""Leaderboard: every plugin model against RecBole's baselines, same runner, same splits, several seeds.
+
+    python -m recbole_sid.leaderboard --dataset ml-100k --task topk --seeds 3 --out results/
+
+Each (dataset, model, seed) cell runs in its own process (so its peak memory is its own) through
+``recbole_sid.quick_start.run_recbole`` and leaves ``<out>/<dataset>/cells/<model>-seed<s>.json``. Finished cells
+are not run again (delete the JSON to rerun one); a crashed cell is recorded with its error and the tables are
+still written. Tables: ``<out>/<dataset>/leaderboard.md`` and ``.csv`` (mean and std over seeds).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from recbole_sid.atomic_io import atomic_write
+
+TOPK_BASELINES = ["Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "SGL"]
+TOPK_PLUGIN = ["RQKMeans", "RQVAE", "QuantAlign", "AlignQuant", "DAS"]
+CTR_BASELINES = ["LR", "FM", "DeepFM", "DCN", "WideDeep"]
+CTR_PLUGIN = ["COINS"]
+TOPK_METRICS = ["recall@10", "ndcg@10"]
+CTR_METRICS = ["auc", "logloss"]
+SEED_BASE = 2020
+
+
+def default_models(task: str) -> list[str]:
+    if task == "topk":
+        return TOPK_BASELINES + TOPK_PLUGIN
+    if task == "ctr":
+        return CTR_BASELINES + CTR_PLUGIN
+    return TOPK_BASELINES + TOPK_PLUGIN + CTR_BASELINES + CTR_PLUGIN
+
+
+def model_task(model: str) -> str:
+    return "ctr" if model in CTR_BASELINES + CTR_PLUGIN else "topk"
+
+
+def dataset_config(dataset: str, data_path: str) -> dict:
+    """Config keys that make every model see the same split of ``dataset``."""
+    cfg = {"data_path": data_path}
+    folder = Path(data_path) / dataset
+    if (folder / f"{dataset}.train.inter").is_file():
+        cfg["benchmark_filename"] = ["train", "valid", "test"]
+    return cfg
+
+
+def versions() -> dict:
+    import numpy
+    import pandas
+    import recbole
+    import scipy
+    import torch
+
+    import recbole_sid
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "pandas": pandas.__version__, "scipy": scipy.__version__, "recbole": recbole.__version__,
+            "recbole_sid": recbole_sid.__version__, "machine": f"{platform.machine()} {os.cpu_count()} CPU"}
+
+
+# --- one cell (child process) ------------------------------------------------------------------------------
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            return value.item()
+        except (ValueError, TypeError):
+            pass
+    return value
+
+
+def run_cell(spec: dict) -> dict:
+    """Run one cell in this process and return its record (metrics, timings, memory, config, versions)."""
+    import resource
+
+    from recbole_sid.quick_start import run_recbole
+
+    config_dict = dict(spec["config"])
+    config_dict.update({"seed": spec["seed"], "checkpoint_dir": spec["run_dir"], "show_progress": False})
+    start = time.perf_counter()
+    result = run_recbole(model=spec["model"], dataset=spec["dataset"], config_dict=config_dict, cmd_args=[],
+                         config_file_list=spec.get("config_files") or None)
+    record = {
+        "model": spec["model"], "dataset": spec["dataset"], "seed": spec["seed"], "status": "ok",
+        "wall_seconds": time.perf_counter() - start,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "config": config_dict, "versions": versions(),
+    }
+    record.update(_jsonable({k: v for k, v in result.items() if k not in ("sid_quality",)}))
+    if "sid_quality" in result:
+        record["sid_quality"] = _jsonable(result["sid_quality"])
+    epochs = record.get("epoch_seconds") or []
+    record["seconds_per_epoch"] = sum(epochs) / len(epochs) if epochs else None
+    return record
+
+
+# --- the grid (parent) -------------------------------------------------------------------------------------
+def cell_path(out: Path, dataset: str, model: str, seed: int) -> Path:
+    return out / dataset / "cells" / f"{model}-seed{seed}.json"
+
+
+def _progress(done, total, started, running):
+    elapsed = time.strftime("%H:%M:%S", time.gmtime(time.time() - started))
+    print(f"[{done}/{total}] {elapsed} {running}", file=sys.stderr, flush=True)
+
+
+def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dict, config_files=None,
+             timeout: int | None = None) -> list[Path]:
+    cells = [(d, m, SEED_BASE + s) for d in datasets for m in models for s in range(seeds)]
+    started, done = time.time(), 0
+    for dataset, model, seed in cells:
+        path = cell_path(out, dataset, model, seed)
+        if path.is_file() and json.loads(path.read_text()).get("status") == "ok":
+            done += 1
+            _progress(done, len(cells), started, f"cached {model} seed {seed} on {dataset}")
+            continue
+        _progress(done, len(cells), started, f"running {model} seed {seed} on {dataset}")
+        run_dir = out / dataset / "runs" / f"{model}-seed{seed}"
+        config = dataset_config(dataset, data_path)
+        config.update(extra)
+        spec = {"model": model, "dataset": dataset, "seed": seed, "config": config, "run_dir": str(run_dir),
+                "config_files": config_files}
+        spec_path = run_dir / "spec.json"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec_path.write_text(json.dumps(spec))
+        cmd = [sys.executable, "-m", "recbole_sid.leaderboard", "--run-cell", str(spec_path), "--cell-out", str(path)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            error = None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            log = proc.stderr
+        except subprocess.TimeoutExpired:
+            error, log = f"timed out after {timeout} s", ""
+        (run_dir / "stderr.log").write_text(log)
+        if error is not None:
+            with atomic_write(path) as f:
+                json.dump({"model": model, "dataset": dataset, "seed": seed, "status": "error", "error": error,
+                           "log": str(run_dir / "stderr.log")}, f, indent=1)
+            print(f"  cell failed: {model} seed {seed} on {dataset}: {error}", file=sys.stderr)
+        done += 1
+    _progress(done, len(cells), started, "done")
+    return [write_tables(out, d, models) for d in datasets]
+
+
+def _mean_std(values):
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return mean, std
+
+
+def collect(out: Path, dataset: str, models) -> list[dict]:
+    """One row per model: mean/std over its finished seeds of every reported number."""
+    rows = []
+    for model in models:
+        cells = [json.loads(p.read_text()) for p in sorted((out / dataset / "cells").glob(f"{model}-seed*.json"))]
+        ok = [c for c in cells if c.get("status") == "ok"]
+        row = {"model": model, "task": model_task(model), "seeds": len(ok),
+               "errors": "; ".join(sorted({c["error"] for c in cells if c.get("status") == "error"}))}
+        metrics = CTR_METRICS if row["task"] == "ctr" else TOPK_METRICS
+        for part in ("", "_warm", "_cold"):
+            for metric in metrics:
+                key = f"{metric}{part}"
+                row[key] = _mean_std([c.get(f"test_result{part}", {}).get(metric) for c in ok])
+        row["seconds_per_epoch"] = _mean_std([c.get("seconds_per_epoch") for c in ok])
+        row["peak_rss_mb"] = _mean_std([c.get("peak_rss_mb") for c in ok])
+        row["epochs_run"] = _mean_std([c.get("epochs_run") for c in ok])
+        quality = [c["sid_quality"]["items"] for c in ok if c.get("sid_quality")]
+        if quality:
+            row["collision_rate"] = _mean_std([q["collision_rate"] for q in quality])
+            row["level1_usage"] = _mean_std([q["levels"][0]["usage"] for q in quality])
+            row["level1_perplexity"] = _mean_std([q["levels"][0]["perplexity"] for q in quality])
+        row["config"] = ok[0]["config"] if ok else None
+        row["versions"] = ok[0]["versions"] if ok else None
+        rows.append(row)
+    return rows
+
+
+def _fmt(pair, digits=4):
+    mean, std = pair if isinstance(pair, tuple) else (None, None)
+    if mean is None:
+        return "—"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def write_tables(out: Path, dataset: str, models) -> Path:
+    rows = collect(out, dataset, models)
+    folder = out / dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Leaderboard: {dataset}", ""]
+    for task, metrics in (("topk", TOPK_METRICS), ("ctr", CTR_METRICS)):
+        task_rows = [r for r in rows if r["task"] == task]
+        if not task_rows:
+            continue
+        cols = [f"{m}{p}" for p in ("", "_cold") for m in metrics] if task == "topk" else \
+            [f"{m}{p}" for p in ("", "_warm", "_cold") for m in metrics]
+        lines += [f"## {'Top-k (full sort)' if task == 'topk' else 'CTR'}", "",
+                  "| model | seeds | " + " | ".join(c.replace("_", " ") for c in cols) +
+                  " | s/epoch | peak MB |",
+                  "|---|---:|" + "---:|" * (len(cols) + 2)]
+        for r in task_rows:
+            lines.append(f"| {r['model']} | {r['seeds']} | " + " | ".join(_fmt(r[c]) for c in cols) +
+                         f" | {_fmt(r['seconds_per_epoch'], 2)} | {_fmt(r['peak_rss_mb'], 0)} |")
+        lines.append("")
+    sid_rows = [r for r in rows if r.get("collision_rate")]
+    if sid_rows:
+        lines += ["## SID quality (items, before the dedup level)", "",
+                  "| model | collision rate | level-1 usage | level-1 perplexity |", "|---|---:|---:|---:|"]
+        for r in sid_rows:
+            lines.append(f"| {r['model']} | {_fmt(r['collision_rate'])} | {_fmt(r['level1_usage'])} | "
+                         f"{_fmt(r['level1_perplexity'], 1)} |")
+        lines.append("")
+    errors = [r for r in rows if r["errors"]]
+    if errors:
+        lines += ["## Failed cells", ""] + [f"- {r['model']}: {r['errors']}" for r in errors] + [""]
+    first = next((r for r in rows if r["config"]), None)
+    if first:
+        lines += ["## Config and versions", "", "```", json.dumps(first["versions"], indent=1),
+                  json.dumps({k: v for k, v in first["config"].items()}, indent=1), "```", ""]
+    md = folder / "leaderboard.md"
+    with atomic_write(md) as f:
+        f.write("\n".join(lines))
+    keys = [k for k in rows[0] if k not in ("config", "versions")] if rows else []
+    with atomic_write(folder / "leaderboard.csv") as f:
+        writer = csv.writer(f)
+        header = []
+        for k in keys:
+            header += [f"{k}_mean", f"{k}_std"] if isinstance(rows[0][k], tuple) or rows[0][k] is None else [k]
+        writer.writerow(header)
+        for r in rows:
+            line = []
+            for k in keys:
+                v = r.get(k)
+                if isinstance(rows[0][k], tuple) or rows[0][k] is None:
+                    line += list(v) if isinstance(v, tuple) else ["", ""]
+                else:
+                    line.append(v)
+            writer.writerow(line)
+    return md
+
+
+def parse_set(items) -> dict:
+    from recbole_sid.config import parse_value
+
+    extra = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        extra[key] = parse_value(value)
+    return extra
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m recbole_sid.leaderboard", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", action="append", default=[], help="dataset name (repeatable)")
+    parser.add_argument("--task", choices=["topk", "ctr", "all"], default="topk")
+    parser.add_argument("--models", nargs="*", help="models to run (default: every baseline and plugin model)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", default="results")
+    parser.add_argument("--data-path", default="dataset/")
+    parser.add_argument("--config-files", nargs="*", help="yaml files passed to every run")
+    parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides for every run")
+    parser.add_argument("--timeout", type=int, default=None, help="seconds before a cell is killed")
+    parser.add_argument("--tables-only", action="store_true", help="rewrite the tables from finished cells")
+    parser.add_argument("--run-cell", help=argparse.SUPPRESS)
+    parser.add_argument("--cell-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.run_cell:
+        spec = json.loads(Path(args.run_cell).read_text())
+        record = run_cell(spec)
+        with atomic_write(Path(args.cell_out)) as f:
+            json.dump(record, f, indent=1, default=str)
+        return 0
+    if not args.dataset:
+        parser.error("give at least one --dataset")
+    models = args.models or default_models(args.task)
+    out = Path(args.out)
+    if args.tables_only:
+        paths = [write_tables(out, d, models) for d in args.dataset]
+    else:
+        paths = run_grid(args.dataset, models, args.seeds, out, args.data_path, parse_set(args.set),
+                         args.config_files, args.timeout)
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
