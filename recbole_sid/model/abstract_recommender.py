@@ -22,6 +22,7 @@ from recbole_sid.data.semantic import item_semantic_embeddings
 from recbole_sid.exceptions import ConfigError
 from recbole_sid.model.layers import SIDScorer
 from recbole_sid.quantization import add_dedup_level, check_quantizer_params
+from recbole_sid.quantization.unique import unique_last_level
 
 
 class SIDRecommender(GeneralRecommender):
@@ -41,6 +42,11 @@ class SIDRecommender(GeneralRecommender):
         self.dedup_max = config["sid_dedup_max"]
         self.quality_k = int(config["sid_quality_k"] or 10)
         self.sid_export = bool(config["sid_export"])
+        self.last_level = config["sid_last_level"]
+        if self.last_level not in ("unique", "greedy"):
+            raise ConfigError(f"config key 'sid_last_level' must be 'unique' or 'greedy', got {self.last_level!r}")
+        #: collision rate of the plain greedy codes, per side, before the collision-aware last level
+        self.greedy_collision_rate: dict[str, float] = {}
         self.export_dir = config["sid_export_dir"] or config["checkpoint_dir"]
         self.dataset_name = config["dataset"]
         self.model_name = config["model"] if isinstance(config["model"], str) else type(self).__name__
@@ -85,6 +91,22 @@ class SIDRecommender(GeneralRecommender):
             raise ValueError(f"expected codes of shape {(self.n_items - 1, self.sid_levels)}, got {tuple(codes.shape)}")
         self.item_codes[1:] = codes
         self.tokenizer_fitted.fill_(True)
+
+    def finalize_codes(self, x, codebooks, codes, side: str = "item") -> np.ndarray:
+        """Greedy codes -> the stored SIDs: with ``sid_last_level: unique`` the last level of colliding items is
+        re-assigned to distinct codes (``recbole_sid.quantization.unique_last_level``); the greedy collision rate
+        is kept for the quality report either way."""
+        from recbole_sid.quality import collision_rate
+
+        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        codebooks = [cb.detach().cpu().numpy() if isinstance(cb, torch.Tensor) else np.asarray(cb) for cb in codebooks]
+        codes = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+        self.greedy_collision_rate[side] = float(collision_rate(codes))
+        if self.last_level == "unique":
+            codes, changed = unique_last_level(x, codebooks, codes)
+            if changed:
+                getLogger().debug(f"{side} SIDs: collision-aware last level re-assigned {changed} codes")
+        return codes
 
     def real_item_embeddings(self) -> torch.Tensor:
         return self.item_sem[1:]
@@ -137,6 +159,8 @@ class SIDRecommender(GeneralRecommender):
                   "items": self._quality(item_full, self.real_item_embeddings().cpu().numpy(),
                                          self.item_reconstructions()).to_dict()}
         report["items"]["dedup_size"] = int(item_dedup)
+        report["items"]["sid_last_level"] = self.last_level
+        report["items"]["collision_rate_greedy"] = self.greedy_collision_rate.get("item")
         user_codes = self.current_user_codes()
         if user_codes is not None:
             codes = user_codes[1:].cpu().numpy()
@@ -145,6 +169,7 @@ class SIDRecommender(GeneralRecommender):
                                               user_full, id_field=self.USER_ID))
             report["users"] = self._quality(user_full, None, None).to_dict()
             report["users"]["dedup_size"] = int(user_dedup)
+            report["users"]["collision_rate_greedy"] = self.greedy_collision_rate.get("user")
         quality_path = directory / f"{self.dataset_name}-{self.model_name}.sid_quality.json"
         with atomic_write(quality_path) as f:
             json.dump(report, f, indent=2, default=float)
@@ -152,6 +177,7 @@ class SIDRecommender(GeneralRecommender):
         items = report["items"]
         logger.info(f"SIDs exported: {', '.join(files.values())}")
         logger.info(f"item SID quality: collision rate before dedup {items.get('collision_rate')}, "
+                    f"(greedy {items['collision_rate_greedy']}), "
                     f"level-1 usage {items['levels'][0]['usage'] if items.get('levels') else 'n/a'}, "
                     f"dedup size {item_dedup}")
         return {"sid_files": files, "sid_quality": report}

@@ -11,7 +11,7 @@ import torch
 
 from recbole_sid.exceptions import ConfigError
 from recbole_sid.model.abstract_recommender import SIDRecommender
-from recbole_sid.model.general_recommender.rqvae import build_rqvae
+from recbole_sid.model.general_recommender.rqvae import build_rqvae, rqvae_codes
 from recbole_sid.model.stages import fit_rqvae, train_bpr_mf, train_contrastive_adapter, training_pairs
 from recbole_sid.quantization import decode_codes, residual_kmeans
 from recbole_sid.quantization.rqvae import mlp
@@ -61,9 +61,10 @@ class AlignQuant(SIDRecommender):
                                                self.codebook_size, seed=self.seed, niter=self.kmeans_iters,
                                                use_gpu=self.use_gpu)
             self.centroids.copy_(torch.from_numpy(np.stack(codebooks)))
+            codes = self.finalize_codes(x, codebooks, codes)
         else:
             fit_rqvae(self.rqvae, x, self.tokenizer_epochs, self.tokenizer_lr, self.tokenizer_batch_size, self.seed)
-            codes = self.rqvae.encode(x)
+            codes = rqvae_codes(self, self.rqvae, x)
         self.set_item_codes(codes)
         logger.info(f"AlignQuant: {len(warm)} warm items aligned; {x.shape[0]} items quantized ({self.quantizer_kind})")
 

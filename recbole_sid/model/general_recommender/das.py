@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from recbole_sid.data.semantic import user_semantic_embeddings
 from recbole_sid.model.abstract_recommender import SIDRecommender
-from recbole_sid.model.general_recommender.rqvae import build_rqvae
+from recbole_sid.model.general_recommender.rqvae import build_rqvae, rqvae_codes
 from recbole_sid.model.layers import info_nce
 from recbole_sid.model.stages import training_pairs
 
@@ -204,8 +204,10 @@ class DAS(SIDRecommender):
     @torch.no_grad()
     def refresh_codes(self) -> None:
         """Recompute every item's and user's SID from the current quantizers (stored in the state dict)."""
-        self.item_codes[1:] = self.uism.item_rqvae.encode(self.item_sem[1:])
-        self.user_codes[1:] = self.uism.user_rqvae.encode(self.user_sem[1:])
+        was_training = self.training
+        self.item_codes[1:] = torch.as_tensor(rqvae_codes(self, self.uism.item_rqvae, self.item_sem[1:]))
+        self.user_codes[1:] = torch.as_tensor(rqvae_codes(self, self.uism.user_rqvae, self.user_sem[1:], "user"))
+        self.uism.train(was_training)
 
     def on_train_epoch_end(self) -> None:
         """After each epoch: re-seed dead codes of both codebooks, then refresh the stored SIDs."""

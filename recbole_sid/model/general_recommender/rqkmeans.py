@@ -23,7 +23,7 @@ class RQKMeans(SIDRecommender):
         codes, codebooks = residual_kmeans(x, self.sid_levels, self.codebook_size, seed=self.seed,
                                            niter=self.kmeans_iters, use_gpu=self.use_gpu)
         self.centroids.copy_(torch.from_numpy(np.stack(codebooks)))
-        self.set_item_codes(codes)
+        self.set_item_codes(self.finalize_codes(x, codebooks, codes))
         getLogger().info(f"RQKMeans: {x.shape[0]} items quantized into {self.sid_levels} x {self.codebook_size} codes")
 
     def item_reconstructions(self):

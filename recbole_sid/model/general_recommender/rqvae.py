@@ -18,6 +18,15 @@ def build_rqvae(config, in_dim: int, num_levels: int, codebook_size: int, seed: 
     )
 
 
+@torch.no_grad()
+def rqvae_codes(model: SIDRecommender, rqvae: RQVAEModule, x: torch.Tensor, side: str = "item") -> np.ndarray:
+    """SIDs of ``x`` from a trained RQ-VAE: greedy codes of its latent, then the model's last-level rule."""
+    rqvae.eval()
+    latent = rqvae.encoder(x)
+    codes = rqvae.quantizer.encode(latent)
+    return model.finalize_codes(latent, [cb.weight for cb in rqvae.quantizer.codebooks], codes, side=side)
+
+
 class RQVAE(SIDRecommender):
     """Stage 1 trains an RQ-VAE on the items' semantic embeddings; its codes are then frozen as item SIDs."""
 
@@ -31,7 +40,7 @@ class RQVAE(SIDRecommender):
     def fit_tokenizer(self, train_data) -> None:
         x = self.real_item_embeddings()
         fit_rqvae(self.rqvae, x, self.tokenizer_epochs, self.tokenizer_lr, self.tokenizer_batch_size, self.seed)
-        self.set_item_codes(self.rqvae.encode(x))
+        self.set_item_codes(rqvae_codes(self, self.rqvae, x))
 
     @torch.no_grad()
     def item_reconstructions(self):

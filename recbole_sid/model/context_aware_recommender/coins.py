@@ -1,0 +1,301 @@
+"""COINS: semantic-ID enhanced cold item representation for CTR prediction (arXiv 2510.12604).
+
+The paper publishes no code; every choice below is a key of ``properties/model/COINS.yaml`` (commented there).
+
+Pipeline, per row (user u, item i, context C):
+
+1. RQ-OPQ codes of the item's semantic embedding, computed once at model init (training-free, deterministic
+   for the config ``seed``): RQ1..RQ3 by greedy residual k-means and OPQ codes of the FINAL residual
+   (:func:`recbole_sid.quantization.rq_opq_encode`); or the first ``coins_rq_levels`` levels of an ``.itemsid``
+   file (``coins_sid_file``), the OPQ codes then coming from the residual w.r.t. per-code mean codebooks.
+2. Embeddings: RecBole's field embeddings (context, user profile, item features), the item ID embedding (RecBole's
+   ``item_id`` field), one table per RQ level, one per OPQ sub-space.
+3. ``Iemb_RQ = RQFusion(RQ1, RQ2, RQ3)``; ``Iemb_OPQ = Fusion(OPQ_1..OPQ_M)`` (item-specific).
+4. ``Tg = sigmoid(DNN(C, Up, X, pop))`` with ``pop`` = normalised log count of the item's TRAINING rows;
+   ``Iemb_c = Tg * Iemb_id + (1 - Tg) * Iemb_RQ``. An item with no training row has popularity 0, its ID embedding
+   (never trained) is replaced by ``cold_id_embedding`` (zeros by default) and, with ``cold_gate: mask``, its
+   gate is 0: it is represented by its semantic IDs only.
+5. ``[fields except item_id ; Iemb_c ; Iemb_OPQ]`` -> DNN -> logit; ``L = BCE + transfer_weight * L_trans``
+   (:func:`recbole_sid.model.gate.transfer_loss`).
+"""
+from __future__ import annotations
+
+import os
+from logging import getLogger
+
+import numpy as np
+import torch
+import torch.nn as nn
+from recbole.model.abstract_recommender import ContextRecommender
+from recbole.model.layers import MLPLayers
+from torch.nn.init import constant_, xavier_normal_
+
+from recbole_sid.atomic_io import read_sids
+from recbole_sid.data.semantic import item_semantic_embeddings
+from recbole_sid.exceptions import ConfigError, DataError
+from recbole_sid.model.gate import FUSION_MODES, TRANSFER_DISTANCES, AdaptiveGate, RQFusion, transfer_loss
+from recbole_sid.quantization import opq_encode, rq_opq_encode
+
+COLD_GATE_MODES = ("mask", "learn")
+COLD_ID_MODES = ("zero", "unknown")
+
+
+def _cfg(config, key, default=None):
+    try:
+        value = config[key]
+    except (KeyError, TypeError):
+        value = None
+    return default if value is None else value
+
+
+def _positive_int(config, key, default, minimum=1) -> int:
+    value = _cfg(config, key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ConfigError(f"config key '{key}' must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _choice(config, key, default, choices) -> str:
+    value = _cfg(config, key, default)
+    if value not in choices:
+        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _float(config, key, default, low=None, high=None) -> float:
+    value = _cfg(config, key, default)
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key '{key}' must be a number, got {value!r}") from exc
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ConfigError(f"config key '{key}' must be in [{low}, {high}], got {value}")
+    return value
+
+
+def mean_codebooks(x: np.ndarray, codes: np.ndarray) -> tuple[list, np.ndarray]:
+    """Codebooks that fit given RQ ``codes`` [N, L] to ``x`` [N, D] and the final residual.
+
+    Level ``l``'s code ``c`` gets the mean of the level-``l`` residuals of the items carrying it (the least-squares
+    codebook for fixed assignments, i.e. one k-means update step); the residual then moves on to level ``l + 1``.
+    Codes used by no item keep a zero vector.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    codes = np.asarray(codes, dtype=np.int64)
+    residual = x.copy()
+    codebooks = []
+    for level in range(codes.shape[1]):
+        col = codes[:, level]
+        k = int(col.max()) + 1
+        sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+        np.add.at(sums, col, residual)
+        counts = np.bincount(col, minlength=k).astype(np.float64)
+        centroids = (sums / np.maximum(counts, 1.0)[:, None]).astype(np.float32)
+        residual = residual - centroids[col]
+        codebooks.append(centroids)
+    return codebooks, residual
+
+
+def sid_file_codes(path, dataset, num_levels: int) -> np.ndarray:
+    """``[item_num - 1, num_levels]`` codes of items 1..item_num-1 (RecBole internal ids) from an ``.itemsid`` file.
+
+    Every item of the dataset must have a SID (``DataError`` with the count and examples otherwise); ids of the
+    file that the dataset does not know are ignored (logged).
+    """
+    raw_ids, codes = read_sids(path)
+    if codes.shape[1] < num_levels:
+        raise ConfigError(f"{path}: SIDs have {codes.shape[1]} levels but coins_rq_levels={num_levels}; "
+                          f"set coins_rq_levels <= {codes.shape[1]}")
+    index = {raw: row for row, raw in enumerate(raw_ids)}
+    tokens = list(dataset.field2id_token[dataset.iid_field])[1:]
+    missing = [t for t in tokens if t not in index]
+    if missing:
+        raise DataError(f"{path}: no SID for {len(missing)} of {len(tokens)} items of dataset "
+                        f"'{dataset.dataset_name}' (e.g. {', '.join(map(str, missing[:10]))}); the SID file must "
+                        f"cover every item (export it for this dataset, e.g. with RQKMeans/DAS)")
+    unknown = len(raw_ids) - len(tokens)
+    if unknown > 0:
+        getLogger().info(f"COINS: {unknown} ids of {path} are not items of this dataset; ignored")
+    rows = np.fromiter((index[t] for t in tokens), dtype=np.int64, count=len(tokens))
+    return codes[rows, :num_levels]
+
+
+class COINS(ContextRecommender):
+    """Gated cold-item CTR model over RQ-OPQ semantic IDs (pointwise BCE; ``predict`` returns probabilities)."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        logger = getLogger()
+        self.ITEM_ID = config["ITEM_ID_FIELD"]
+        self.n_items = dataset.item_num
+        self.seed = int(_cfg(config, "seed", 2020))
+        self.mlp_hidden_size = list(_cfg(config, "mlp_hidden_size", [128, 128, 128]))
+        self.dropout_prob = _float(config, "dropout_prob", 0.2, 0.0, 1.0)
+        self.rq_levels = _positive_int(config, "coins_rq_levels", 3)
+        self.codebook_size = _positive_int(config, "coins_codebook_size", 256, minimum=2)
+        self.opq_subspaces = _positive_int(config, "coins_opq_subspaces", 8)
+        self.opq_nbits = _positive_int(config, "coins_opq_nbits", 8)
+        self.kmeans_iters = _positive_int(config, "coins_kmeans_iters", 20)
+        self.opq_iters = _positive_int(config, "coins_opq_iters", 25)
+        self.use_gpu = _cfg(config, "faiss_use_gpu", "auto")
+        self.sid_file = _cfg(config, "coins_sid_file", None)
+        rq_fusion = _choice(config, "rq_fusion", "concat", FUSION_MODES)
+        opq_fusion = _choice(config, "opq_fusion", "concat", FUSION_MODES)
+        self.cold_gate = _choice(config, "cold_gate", "mask", COLD_GATE_MODES)
+        self.cold_id_embedding = _choice(config, "cold_id_embedding", "zero", COLD_ID_MODES)
+        self.cold_simulation_prob = _float(config, "cold_simulation_prob", 0.1, 0.0, 1.0)
+        self.transfer_weight = _float(config, "transfer_weight", 0.1, 0.0)
+        self.transfer_distance = _choice(config, "transfer_distance", "kl", TRANSFER_DISTANCES)
+        self.transfer_temperature = _float(config, "transfer_temperature", 1.0, 1e-6)
+        gate_hidden = list(_cfg(config, "gate_hidden_size", [64]) or [])
+
+        if self.ITEM_ID not in self.token_field_names:
+            raise ConfigError(f"COINS needs the item id field '{self.ITEM_ID}' among the model's token fields")
+        # position of the item id embedding inside embed_input_fields' sparse output [token_seq..., token...]
+        self._item_slot = len(self.token_seq_field_names) + self.token_field_names.index(self.ITEM_ID)
+        self._item_offset = int(self.token_field_offsets[self.token_field_names.index(self.ITEM_ID)])
+        # COINS has no FM first-order part: an item-id bias would bring back the untrained ID of cold items.
+        del self.first_order_linear
+
+        # 1. codes (training-free, deterministic for the config seed)
+        rq_codes, opq_codes = self._encode_items(config, dataset)
+        self.rq_table_size = int(rq_codes.max()) + 1 if self.sid_file else self.codebook_size
+        opq_k = 2 ** self.opq_nbits
+        self.register_buffer("item_rq_codes", torch.zeros(self.n_items, self.rq_levels, dtype=torch.long))
+        self.register_buffer("item_opq_codes", torch.zeros(self.n_items, self.opq_subspaces, dtype=torch.long))
+        self.item_rq_codes[1:] = torch.from_numpy(np.ascontiguousarray(rq_codes, dtype=np.int64))
+        self.item_opq_codes[1:] = torch.from_numpy(np.ascontiguousarray(opq_codes, dtype=np.int64))
+        self.register_buffer("_rq_offsets", torch.arange(self.rq_levels) * self.rq_table_size, persistent=False)
+        self.register_buffer("_opq_offsets", torch.arange(self.opq_subspaces) * opq_k, persistent=False)
+
+        # item training popularity: log(1 + rows of the item in the dataset the model is built on = TRAINING split)
+        items = torch.as_tensor(np.asarray(dataset.inter_feat[self.ITEM_ID]), dtype=torch.long)
+        counts = torch.bincount(items, minlength=self.n_items).to(torch.float32)
+        log_pop = torch.log1p(counts)
+        self.register_buffer("item_log_pop", log_pop / log_pop.max().clamp_min(1e-12))
+        self.register_buffer("item_warm", (counts > 0).to(torch.float32))
+        n_cold = int((counts[1:] == 0).sum())
+        logger.info(f"COINS: {self.n_items - 1} items, {n_cold} without training rows (cold: popularity 0, ID "
+                    f"embedding -> {self.cold_id_embedding}, gate -> {self.cold_gate})")
+
+        # 2. embedding tables of the SID side
+        d = self.embedding_size
+        self.rq_embedding = nn.Embedding(self.rq_levels * self.rq_table_size, d)
+        self.opq_embedding = nn.Embedding(self.opq_subspaces * opq_k, d)
+        self.rq_fusion = RQFusion(self.rq_levels, d, rq_fusion)
+        self.opq_fusion = RQFusion(self.opq_subspaces, d, opq_fusion)
+        self.unknown_item = nn.Parameter(torch.zeros(d)) if self.cold_id_embedding == "unknown" else None
+
+        # 3. gate and CTR tower
+        self.n_other_fields = self.num_feature_field - 1
+        self.gate = AdaptiveGate(self.n_other_fields * d + 1, gate_hidden, self.dropout_prob)
+        tower_in = (self.n_other_fields + 2) * d
+        self.mlp_layers = (MLPLayers([tower_in] + self.mlp_hidden_size, self.dropout_prob) if self.mlp_hidden_size
+                           else nn.Identity())
+        self.predict_layer = nn.Linear(self.mlp_hidden_size[-1] if self.mlp_hidden_size else tower_in, 1)
+        self.loss = nn.BCEWithLogitsLoss()
+        self.apply(self._init_weights)
+
+    # --- codes ---------------------------------------------------------------------------------------------
+    def _resolve_sid_file(self, config) -> str:
+        path = os.path.expanduser(str(self.sid_file))
+        if os.path.isfile(path):
+            return path
+        beside = os.path.join(str(_cfg(config, "data_path", "")), path)
+        if not os.path.isabs(path) and os.path.isfile(beside):
+            return beside
+        raise DataError(f"coins_sid_file: {path} not found (also looked for {beside})")
+
+    def _encode_items(self, config, dataset):
+        logger = getLogger()
+        x = item_semantic_embeddings(config, dataset)[1:].cpu().numpy().astype(np.float32)
+        if self.sid_file:
+            path = self._resolve_sid_file(config)
+            rq_codes = sid_file_codes(path, dataset, self.rq_levels)
+            codebooks, residual = mean_codebooks(x, rq_codes)
+            opq = opq_encode(residual, self.opq_subspaces, nbits=self.opq_nbits, seed=self.seed,
+                             niter=self.kmeans_iters, opq_niter=self.opq_iters, use_gpu=self.use_gpu)
+            opq_codes = opq.codes
+            source = f"the first {self.rq_levels} levels of {path} (OPQ on the residual w.r.t. per-code means)"
+        else:
+            result = rq_opq_encode(x, num_levels=self.rq_levels, codebook_size=self.codebook_size,
+                                   opq_subspaces=self.opq_subspaces, opq_nbits=self.opq_nbits, seed=self.seed,
+                                   niter=self.kmeans_iters, opq_niter=self.opq_iters, use_gpu=self.use_gpu)
+            rq_codes, opq_codes = result.rq_codes, result.opq_codes
+            source = f"RQ-OPQ ({self.rq_levels} x {self.codebook_size} residual k-means, seed {self.seed})"
+        used = [len(np.unique(rq_codes[:, level])) for level in range(rq_codes.shape[1])]
+        unique = len(np.unique(np.concatenate([rq_codes, opq_codes], axis=1), axis=0))
+        logger.info(f"COINS: item codes from {source}; RQ codes used per level {used}; OPQ {self.opq_subspaces} x "
+                    f"{2 ** self.opq_nbits}; {unique} distinct RQ+OPQ codes for {x.shape[0]} items")
+        return rq_codes, opq_codes
+
+    # --- layers --------------------------------------------------------------------------------------------
+    def _init_weights(self, module):
+        if isinstance(module, nn.Embedding):
+            xavier_normal_(module.weight.data)
+        elif isinstance(module, nn.Linear):
+            xavier_normal_(module.weight.data)
+            if module.bias is not None:
+                constant_(module.bias.data, 0)
+
+    def item_id_row(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Rows of ``token_embedding_table.embedding.weight`` holding the ID embeddings of ``item_ids``."""
+        return item_ids + self._item_offset
+
+    def _fields(self, interaction):
+        """``(id_emb [B, d], others [B, F-1, d])``: RecBole's field embeddings split into item id and the rest."""
+        sparse, dense = self.embed_input_fields(interaction)
+        parts = [sparse[:, : self._item_slot], sparse[:, self._item_slot + 1:]]
+        if dense is not None and dense.dim() == 3:
+            parts.append(dense)
+        return sparse[:, self._item_slot], torch.cat(parts, dim=1)
+
+    def forward_parts(self, interaction) -> dict:
+        """Every intermediate of one forward pass (used by the loss and by tests)."""
+        items = interaction[self.ITEM_ID]
+        id_emb, others = self._fields(interaction)
+        known = self.item_warm[items]
+        pop = self.item_log_pop[items]
+        if self.training and self.cold_simulation_prob > 0:
+            keep = (torch.rand(items.shape[0], device=items.device) >= self.cold_simulation_prob).to(known.dtype)
+            known, pop = known * keep, pop * keep
+        cold_vec = self.unknown_item if self.unknown_item is not None else torch.zeros_like(id_emb[:1])
+        known_col = known.unsqueeze(1)
+        id_used = known_col * id_emb + (1.0 - known_col) * cold_vec
+
+        rq_levels = self.rq_embedding(self.item_rq_codes[items] + self._rq_offsets)
+        rq_emb = self.rq_fusion(rq_levels)
+        opq_emb = self.opq_fusion(self.opq_embedding(self.item_opq_codes[items] + self._opq_offsets))
+
+        flat = others.reshape(others.shape[0], -1)
+        gate_raw = self.gate(torch.cat([flat, pop.unsqueeze(1)], dim=1))
+        gate = gate_raw * known_col if self.cold_gate == "mask" else gate_raw
+        item_c = gate * id_used + (1.0 - gate) * rq_emb
+        logit = self.predict_layer(self.mlp_layers(torch.cat([flat, item_c, opq_emb], dim=1))).squeeze(-1)
+        return {"logit": logit, "gate": gate.squeeze(1), "gate_raw": gate_raw.squeeze(1), "known": known,
+                "pop": pop, "id_emb": id_emb, "rq_emb": rq_emb, "opq_emb": opq_emb, "item_emb": item_c}
+
+    def forward(self, interaction):
+        return self.forward_parts(interaction)["logit"]
+
+    def calculate_loss(self, interaction):
+        parts = self.forward_parts(interaction)
+        loss = self.loss(parts["logit"], interaction[self.LABEL])
+        if self.transfer_weight > 0:
+            trans = transfer_loss(parts["id_emb"], parts["rq_emb"], parts["gate"], mask=parts["known"] > 0,
+                                  distance=self.transfer_distance, temperature=self.transfer_temperature)
+            loss = loss + self.transfer_weight * trans
+        return loss
+
+    def predict(self, interaction):
+        return torch.sigmoid(self.forward(interaction))
+
+    @torch.no_grad()
+    def gate_values(self, interaction) -> torch.Tensor:
+        """Weight ``Tg`` of the ID side per row (evaluation mode: no cold simulation)."""
+        was = self.training
+        self.eval()
+        try:
+            return self.forward_parts(interaction)["gate"]
+        finally:
+            self.train(was)
