@@ -48,7 +48,9 @@ def atomic_write(path, mode: str = "w", overwrite: bool = True, encoding: str | 
         raise
 
 
-def _read_header(path: Path, sep: str) -> list[str]:
+def read_header(path, sep: str = "\t") -> list[str]:
+    """The columns of an atomic file's header line (DataError naming the file when missing, unreadable or empty)."""
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -86,7 +88,7 @@ def write_vectors(path, ids, vectors, id_field: str = "item_id", vec_field: str 
 def read_vectors(path, sep: str = "\t") -> tuple[list[str], np.ndarray, str, str]:
     """Read a vectors atomic file; returns ``(ids, vectors [N, D] float32, id_field, vec_field)``."""
     path = Path(path)
-    header = _read_header(path, sep)
+    header = read_header(path, sep)
     if len(header) != 2 or not header[0].endswith(":token") or not header[1].endswith(":float_seq"):
         raise DataError(f"{path}: expected header '<id>:token<TAB><vec>:float_seq', got {header}")
     id_field, vec_field = header[0].split(":")[0], header[1].split(":")[0]
@@ -181,7 +183,7 @@ def read_sids(path) -> tuple[list[str], np.ndarray]:
             ids.append(str(key))
             rows.append(parse_sid_tokens(tokens, f"{path} (id {key})"))
     else:
-        header = _read_header(path, "\t")
+        header = read_header(path, "\t")
         if len(header) != 2 or not header[1].endswith(":token_seq"):
             raise DataError(f"{path}: expected header '<id>:token<TAB>sid:token_seq', got {header}")
         with open(path, encoding="utf-8") as f:

@@ -39,7 +39,41 @@ def default_models(task: str) -> list[str]:
     return TOPK_BASELINES + TOPK_PLUGIN + CTR_BASELINES + CTR_PLUGIN
 
 
+#: named variants (ablations, feature sets): ``label -> (model, config overrides)``
+VARIANTS = {
+    "DAS-no-u2i": ("DAS", {"das_align_u2i": False}),
+    "DAS-no-dual": ("DAS", {"das_align_dual": False}),
+    "DAS-no-cooc": ("DAS", {"das_align_cooc": False}),
+    "DAS-no-debias": ("DAS", {"das_use_debias": False}),
+}
+DAS_ABLATIONS = list(VARIANTS)
+
+
+def resolve_model(label: str) -> tuple[str, dict]:
+    """``label`` -> (model class name, config overrides). Labels: a model name, a VARIANTS key, or
+    ``Label=Model:key=value,key=value`` for an ad-hoc variant."""
+    if label in VARIANTS:
+        model, overrides = VARIANTS[label]
+        return model, dict(overrides)
+    if "=" in label.split(":")[0]:
+        _, rest = label.split("=", 1)
+        model, _, settings = rest.partition(":")
+        overrides = {}
+        for item in filter(None, settings.split(",")):
+            key, _, value = item.partition("=")
+            from recbole_sid.config import parse_value
+
+            overrides[key] = parse_value(value)
+        return model, overrides
+    return label, {}
+
+
+def label_name(label: str) -> str:
+    return label.split("=", 1)[0] if "=" in label.split(":")[0] else label
+
+
 def model_task(model: str) -> str:
+    model = resolve_model(model)[0]
     return "ctr" if model in CTR_BASELINES + CTR_PLUGIN else "topk"
 
 
@@ -92,7 +126,7 @@ def run_cell(spec: dict) -> dict:
     result = run_recbole(model=spec["model"], dataset=spec["dataset"], config_dict=config_dict, cmd_args=[],
                          config_file_list=spec.get("config_files") or None)
     record = {
-        "model": spec["model"], "dataset": spec["dataset"], "seed": spec["seed"], "status": "ok",
+        "model": spec.get("label", spec["model"]), "model_class": spec["model"], "dataset": spec["dataset"], "seed": spec["seed"], "status": "ok",
         "wall_seconds": time.perf_counter() - start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "config": config_dict, "versions": versions(),
@@ -117,9 +151,12 @@ def _progress(done, total, started, running):
 
 def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dict, config_files=None,
              timeout: int | None = None) -> list[Path]:
-    cells = [(d, m, SEED_BASE + s) for d in datasets for m in models for s in range(seeds)]
+    # seed-major order: a partial grid already covers every model once
+    cells = [(d, m, SEED_BASE + s) for s in range(seeds) for d in datasets for m in models]
     started, done = time.time(), 0
-    for dataset, model, seed in cells:
+    for dataset, label, seed in cells:
+        model = label_name(label)
+        model_class, overrides = resolve_model(label)
         path = cell_path(out, dataset, model, seed)
         if path.is_file() and json.loads(path.read_text()).get("status") == "ok":
             done += 1
@@ -129,7 +166,8 @@ def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dic
         run_dir = out / dataset / "runs" / f"{model}-seed{seed}"
         config = dataset_config(dataset, data_path)
         config.update(extra)
-        spec = {"model": model, "dataset": dataset, "seed": seed, "config": config, "run_dir": str(run_dir),
+        config.update(overrides)
+        spec = {"model": model_class, "label": model, "dataset": dataset, "seed": seed, "config": config, "run_dir": str(run_dir),
                 "config_files": config_files}
         spec_path = run_dir / "spec.json"
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +187,7 @@ def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dic
             print(f"  cell failed: {model} seed {seed} on {dataset}: {error}", file=sys.stderr)
         done += 1
     _progress(done, len(cells), started, "done")
-    return [write_tables(out, d, models) for d in datasets]
+    return [write_tables(out, d, [label_name(m) for m in models]) for d in datasets]
 
 
 def _mean_std(values):
@@ -251,6 +289,29 @@ def write_tables(out: Path, dataset: str, models) -> Path:
     return md
 
 
+README_START = "<!-- leaderboard:{dataset}:start -->"
+README_END = "<!-- leaderboard:{dataset}:end -->"
+
+
+def update_readme(readme: Path, out: Path, dataset: str) -> bool:
+    """Replace the block between the README's markers for ``dataset`` with ``<out>/<dataset>/leaderboard.md``
+    (its tables, without the config dump), so the README quotes the committed results verbatim."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = README_START.format(dataset=dataset), README_END.format(dataset=dataset)
+    if start not in text or end not in text:
+        return False
+    table = (out / dataset / "leaderboard.md").read_text(encoding="utf-8")
+    table = table.split("\n## Config and versions")[0].strip()
+    table = "\n".join(line.replace("## ", "#### ", 1) if line.startswith("## ") else line
+                      for line in table.splitlines()[1:]).strip()
+    source = f"From [`{out / dataset / 'leaderboard.md'}`]({out / dataset / 'leaderboard.md'}) (mean ± std over seeds)."
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with atomic_write(readme) as f:
+        f.write(f"{head}{start}\n{source}\n\n{table}\n{end}{tail}")
+    return True
+
+
 def parse_set(items) -> dict:
     from recbole_sid.config import parse_value
 
@@ -275,6 +336,7 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides for every run")
     parser.add_argument("--timeout", type=int, default=None, help="seconds before a cell is killed")
     parser.add_argument("--tables-only", action="store_true", help="rewrite the tables from finished cells")
+    parser.add_argument("--readme", help="README to update between <!-- leaderboard:DATASET:start/end --> markers")
     parser.add_argument("--run-cell", help=argparse.SUPPRESS)
     parser.add_argument("--cell-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -289,12 +351,16 @@ def main(argv=None) -> int:
     models = args.models or default_models(args.task)
     out = Path(args.out)
     if args.tables_only:
-        paths = [write_tables(out, d, models) for d in args.dataset]
+        paths = [write_tables(out, d, [label_name(m) for m in models]) for d in args.dataset]
     else:
         paths = run_grid(args.dataset, models, args.seeds, out, args.data_path, parse_set(args.set),
                          args.config_files, args.timeout)
     for path in paths:
         print(path)
+    if args.readme:
+        for dataset in args.dataset:
+            if update_readme(Path(args.readme), out, dataset):
+                print(f"{args.readme}: {dataset} table updated")
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from recbole_sid.atomic_io import read_header
 from recbole_sid.exceptions import DataError
 
 TEXT_TYPES = ("token", "token_seq")
@@ -38,17 +39,8 @@ def file_sha256(path, chunk: int = 1 << 20) -> str:
 def read_atomic_header(path, sep: str = "\t") -> list[tuple[str, str]]:
     """``[(field, type), ...]`` from the first line of an atomic file."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            header = f.readline().rstrip("\n\r")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
-    if not header:
-        raise DataError(f"{path}: empty file (expected a RecBole atomic header such as 'item_id:token')")
     columns = []
-    for col in header.split(sep):
+    for col in read_header(path, sep):
         if col.count(":") != 1:
             raise DataError(f"{path}: header column {col!r} is not of the form 'name:type'")
         name, ftype = col.split(":")
