@@ -218,6 +218,7 @@ def collect(out: Path, dataset: str, models) -> list[dict]:
         quality = [c["sid_quality"]["items"] for c in ok if c.get("sid_quality")]
         if quality:
             row["collision_rate"] = _mean_std([q["collision_rate"] for q in quality])
+            row["collision_rate_greedy"] = _mean_std([q.get("collision_rate_greedy") for q in quality])
             row["level1_usage"] = _mean_std([q["levels"][0]["usage"] for q in quality])
             row["level1_perplexity"] = _mean_std([q["levels"][0]["perplexity"] for q in quality])
         row["config"] = ok[0]["config"] if ok else None
@@ -255,10 +256,11 @@ def write_tables(out: Path, dataset: str, models) -> Path:
     sid_rows = [r for r in rows if r.get("collision_rate")]
     if sid_rows:
         lines += ["## SID quality (items, before the dedup level)", "",
-                  "| model | collision rate | level-1 usage | level-1 perplexity |", "|---|---:|---:|---:|"]
+                  "| model | collision rate (greedy codes) | collision rate (final codes) | level-1 usage | "
+                  "level-1 perplexity |", "|---|---:|---:|---:|---:|"]
         for r in sid_rows:
-            lines.append(f"| {r['model']} | {_fmt(r['collision_rate'])} | {_fmt(r['level1_usage'])} | "
-                         f"{_fmt(r['level1_perplexity'], 1)} |")
+            lines.append(f"| {r['model']} | {_fmt(r['collision_rate_greedy'])} | {_fmt(r['collision_rate'])} | "
+                         f"{_fmt(r['level1_usage'])} | {_fmt(r['level1_perplexity'], 1)} |")
         lines.append("")
     errors = [r for r in rows if r["errors"]]
     if errors:
