@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-ratio", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--overwrite", action="store_true")
+    from dataset_prep.attach_sids import add_parser as add_attach_sids
+
+    add_attach_sids(sub)
     return parser
 
 
@@ -123,6 +126,8 @@ def run(args) -> dict:
         return prepare_ml100k(args.out, cold_ratio=args.cold_ratio, valid_ratio=args.valid_ratio,
                               test_ratio=args.test_ratio, seed=args.seed, encoder=args.encoder,
                               model_path=args.model_path, dim=args.dim, overwrite=args.overwrite)
+    if args.command == "attach-sids":
+        return args.run(args)
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts the choices
 
 

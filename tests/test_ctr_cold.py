@@ -1,0 +1,134 @@
+"""Cold-start evaluation for CTR models: AUC / LogLoss on all, warm and cold test rows, checked against sklearn.
+
+Also home of the tiny labeled (CTR) fixture shared by test_coins.py and test_attach_sids.py: mixed ratings
+1..5 (``threshold: {rating: 4}`` makes the 0/1 label), item text for the semantic embeddings, user profiles.
+"""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import log_loss, roc_auc_score
+
+from dataset_prep.cold_split import cold_split
+from recbole_sid.config import Config
+from recbole_sid.data.cold import read_cold_items
+from recbole_sid.evaluation import warm_cold_loaders
+from recbole_sid.quick_start import load_data_and_model, run_recbole
+
+TOPICS = ["space rocket orbit", "garden flower soil", "kitchen knife cook", "guitar music chord"]
+
+
+def write_ctr_dataset(root: Path, name: str = "ctr", n_users: int = 40, n_items: int = 40, per_user: int = 14,
+                      seed: int = 0) -> Path:
+    """``root/name/name.{inter,item,user}``: users like one of 4 topics; ratings 4-5 mostly on that topic, 1-3
+    elsewhere (15 % flipped), so labels are mixed and both text and clicks carry signal. Returns ``root``."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    item_topic = np.arange(n_items) % len(TOPICS)
+    with open(folder / f"{name}.item", "w") as f:
+        f.write("item_id:token\ttitle:token_seq\tcategory:token\n")
+        for i in range(n_items):
+            words = TOPICS[item_topic[i]].split() + [f"w{rng.integers(0, 20)}"]
+            f.write(f"i{i}\t{' '.join(words)}\t{TOPICS[item_topic[i]].split()[0]}\n")
+    with open(folder / f"{name}.user", "w") as f:
+        f.write("user_id:token\tage:token\tgender:token\n")
+        for u in range(n_users):
+            f.write(f"u{u}\t{20 + u % 4 * 10}\t{'MF'[u % 2]}\n")
+    with open(folder / f"{name}.inter", "w") as f:
+        f.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
+        for u in range(n_users):
+            for t, i in enumerate(rng.choice(n_items, size=per_user, replace=False)):
+                liked = (item_topic[i] == u % len(TOPICS)) != (rng.random() < 0.15)
+                rating = int(rng.integers(4, 6)) if liked else int(rng.integers(1, 4))
+                f.write(f"u{u}\ti{i}\t{rating}\t{1000 * u + t}\n")
+    return Path(root)
+
+
+def ctr_config(root, **extra) -> dict:
+    """Config of a fast CTR run on the tiny cold-split fixture (COINS keys are ignored by other models)."""
+    config = {
+        "data_path": str(root), "benchmark_filename": ["train", "valid", "test"], "threshold": {"rating": 4},
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"],
+                     "item": ["item_id", "title", "category"], "user": ["user_id", "age", "gender"]},
+        "show_progress": False, "epochs": 3, "train_batch_size": 64, "eval_batch_size": 4096,
+        "embedding_size": 8, "mlp_hidden_size": [16], "gate_hidden_size": [8], "semantic_dim": 16,
+        "coins_codebook_size": 4, "coins_opq_subspaces": 4, "coins_opq_nbits": 2, "coins_kmeans_iters": 5,
+        "coins_opq_iters": 5,
+    }
+    config.update(extra)
+    return config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def faiss_one_thread():
+    """faiss' OpenMP threads spin-wait: on a shared 2-core machine tiny OPQ runs take seconds instead of ms."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def ctr_root(tmp_path_factory):
+    root = write_ctr_dataset(tmp_path_factory.mktemp("ctr"))
+    cold_split("ctr", root, cold_ratio=0.2, seed=1, log=lambda *a: None)
+    return root
+
+
+def _predictions(model, loader):
+    preds, labels, items = [], [], []
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            interaction = batch[0]
+            preds.append(model.predict(interaction))
+            labels.append(interaction["label"])
+            items.append(interaction["item_id"])
+    return torch.cat(preds).numpy().astype(np.float64), torch.cat(labels).numpy(), torch.cat(items).numpy()
+
+
+def _close(recbole_value, exact, places):
+    # RecBole rounds each metric to metric_decimal_place places
+    assert abs(float(recbole_value) - exact) <= 0.5 * 10 ** -places + 1e-9, (recbole_value, exact)
+
+
+@pytest.mark.parametrize("model_name", ["DeepFM", "COINS"])
+def test_ctr_breakdown_matches_sklearn(model_name, ctr_root, in_tmp):
+    result = run_recbole(model=model_name, dataset="ctr", config_dict=ctr_config(ctr_root, checkpoint_dir=str(in_tmp)),
+                         cmd_args=[], saved=True)
+    for key in ("test_result", "test_result_warm", "test_result_cold"):
+        assert set(result[key]) == {"auc", "logloss"}, key
+    config, model, dataset, _, _, test_data = load_data_and_model(result["model_file"])
+    preds, labels, items = _predictions(model, test_data)
+    cold_ids = {dataset.field2token_id["item_id"][i] for i in read_cold_items(ctr_root / "ctr" / "ctr.cold_items")}
+    is_cold = np.isin(items, list(cold_ids))
+    assert is_cold.any() and (~is_cold).any()
+    assert result["test_rows_cold"] == int(is_cold.sum()) and result["test_rows_warm"] == int((~is_cold).sum())
+    places = config["metric_decimal_place"]
+    for key, rows in (("test_result", slice(None)), ("test_result_warm", ~is_cold), ("test_result_cold", is_cold)):
+        y, p = labels[rows], preds[rows]
+        assert 0 < y.sum() < len(y), f"{key}: the fixture must give both labels"
+        _close(result[key]["auc"], roc_auc_score(y, p), places)
+        _close(result[key]["logloss"], log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1]), places)
+
+
+def test_labeled_loaders_split_rows_and_keep_labels(ctr_root):
+    from recbole.data import create_dataset, data_preparation
+
+    config = Config("DeepFM", "ctr", config_dict=ctr_config(ctr_root), cmd_args=[])
+    dataset = create_dataset(config)
+    _, _, test = data_preparation(config, dataset)
+    loaders = warm_cold_loaders(config, dataset, test)
+    cold = {dataset.field2token_id["item_id"][i] for i in read_cold_items(ctr_root / "ctr" / "ctr.cold_items")}
+    parts = {name: loader._dataset.inter_feat for name, loader in loaders.items()}
+    assert set(parts["cold"]["item_id"].tolist()) <= cold and not set(parts["warm"]["item_id"].tolist()) & cold
+    assert len(parts["cold"]) + len(parts["warm"]) == len(test._dataset.inter_feat)
+    # the label column travels with the rows (labeled mode): same multiset of (user, item, label) rows
+    whole = test._dataset.inter_feat
+    key = lambda f: sorted(zip(f["user_id"].tolist(), f["item_id"].tolist(), f["label"].tolist()))  # noqa: E731
+    assert key(whole) == sorted(key(parts["cold"]) + key(parts["warm"]))
+    assert type(loaders["cold"]) is type(test)
