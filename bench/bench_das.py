@@ -7,6 +7,7 @@ the mean wall time of RecBole's training epochs (evaluation excluded). Writes re
 Target (issue 5): DAS <= 2x LightGCN's epoch time.
 """
 import argparse
+import os
 import json
 import platform
 import subprocess
@@ -31,6 +32,7 @@ def main():
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--models", nargs="*", default=["DAS", "LightGCN"])
     p.add_argument("--out", default="results/bench_das.md")
+    p.add_argument("--note", default="", help="free text recorded with the results (e.g. machine load)")
     args = p.parse_args()
     cfg = {"epochs": args.epochs, "show_progress": False, "eval_step": args.epochs + 1, "sid_export": False}
     if args.data_path:
@@ -52,7 +54,8 @@ def main():
     lines = [f"# DAS vs LightGCN: seconds per training epoch and peak memory ({args.dataset})", "",
              f"`python bench/bench_das.py --dataset {args.dataset} --epochs {args.epochs}` on "
              f"{platform.machine()} ({platform.processor() or 'cpu'}), {time.strftime('%Y-%m-%d')}; each model in its "
-             f"own process; epoch time = mean of epochs 2..{args.epochs} (evaluation excluded).", "",
+             f"own process; epoch time = mean of epochs 2..{args.epochs} (evaluation excluded); "
+             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}. {args.note}", "",
              "| model | s / epoch | fastest epoch | peak RSS MB | x LightGCN |", "|---|---:|---:|---:|---:|"]
     for model, mean, fastest, rss in rows:
         ratio = f"{mean / base:.2f}" if base else "—"
