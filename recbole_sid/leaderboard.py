@@ -150,9 +150,9 @@ def _progress(done, total, started, running):
 
 
 def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dict, config_files=None,
-             timeout: int | None = None) -> list[Path]:
+             timeout: int | None = None, seed_start: int = 0) -> list[Path]:
     # seed-major order: a partial grid already covers every model once
-    cells = [(d, m, SEED_BASE + s) for s in range(seeds) for d in datasets for m in models]
+    cells = [(d, m, SEED_BASE + s) for s in range(seed_start, seed_start + seeds) for d in datasets for m in models]
     started, done = time.time(), 0
     for dataset, label, seed in cells:
         model = label_name(label)
@@ -331,7 +331,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", action="append", default=[], help="dataset name (repeatable)")
     parser.add_argument("--task", choices=["topk", "ctr", "all"], default="topk")
     parser.add_argument("--models", nargs="*", help="models to run (default: every baseline and plugin model)")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (2020, 2021, ...)")
+    parser.add_argument("--seed-start", type=int, default=0,
+                        help="skip the first N seeds (e.g. to share a grid between two workers)")
     parser.add_argument("--out", default="results")
     parser.add_argument("--data-path", default="dataset/")
     parser.add_argument("--config-files", nargs="*", help="yaml files passed to every run")
@@ -356,7 +358,7 @@ def main(argv=None) -> int:
         paths = [write_tables(out, d, [label_name(m) for m in models]) for d in args.dataset]
     else:
         paths = run_grid(args.dataset, models, args.seeds, out, args.data_path, parse_set(args.set),
-                         args.config_files, args.timeout)
+                         args.config_files, args.timeout, args.seed_start)
     for path in paths:
         print(path)
     if args.readme:

@@ -182,11 +182,3 @@ class SIDRecommender(GeneralRecommender):
                     f"dedup size {item_dedup}")
         return {"sid_files": files, "sid_quality": report}
 
-
-def check_positive_int(config, key: str, minimum: int = 1) -> int:
-    """``config[key]`` as an int >= minimum, else a ConfigError naming the key."""
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"config key '{key}' must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
