@@ -56,6 +56,7 @@ class SIDRecommender(GeneralRecommender):
         self.register_buffer("item_sem", item_semantic_embeddings(config, dataset), persistent=False)
         self.register_buffer("item_codes", torch.zeros(self.n_items, self.sid_levels, dtype=torch.long))
         self.register_buffer("tokenizer_fitted", torch.tensor(False))
+        self._eval_item_vectors = None
         self.scorer = SIDScorer(self.n_users, self.sid_levels, self.codebook_size, self.embedding_size,
                                 **self.scorer_user_args(config))
 
@@ -133,8 +134,24 @@ class SIDRecommender(GeneralRecommender):
 
     def full_sort_predict(self, interaction):
         user_vec = self._user_vectors(interaction[self.USER_ID])
-        item_vec = self.scorer.item_vectors(self.current_item_codes())
-        return (user_vec @ item_vec.T).view(-1)
+        return (user_vec @ self._all_item_vectors().T).view(-1)
+
+    def _all_item_vectors(self) -> torch.Tensor:
+        """Every item's scorer vector; in eval mode computed once per evaluation (cleared by ``train()``)."""
+        if self.training:
+            return self.scorer.item_vectors(self.current_item_codes())
+        if self._eval_item_vectors is None:
+            with torch.no_grad():
+                self._eval_item_vectors = self.scorer.item_vectors(self.current_item_codes())
+        return self._eval_item_vectors
+
+    def train(self, mode: bool = True):
+        self._eval_item_vectors = None
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._eval_item_vectors = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # --- export --------------------------------------------------------------------------------------------
     def _quality(self, codes_with_dedup, embeddings, reconstructions):
