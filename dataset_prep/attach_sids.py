@@ -36,17 +36,9 @@ from recbole_sid.exceptions import DataError, RecBoleSIDError
 
 from dataset_prep.files import Staging, check_input
 
+from dataset_prep.cli import _positive_int  # noqa: E402  (shared argparse type)
+
 ID_FIELD = "item_id"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _inter_files(folder: Path, dataset: str) -> list[Path]:

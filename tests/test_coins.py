@@ -22,17 +22,6 @@ from recbole_sid.quick_start import run_recbole
 from test_ctr_cold import ctr_config, write_ctr_dataset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def faiss_one_thread():
-    """faiss' OpenMP threads spin-wait: on a shared 2-core machine tiny OPQ runs take seconds instead of ms."""
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ctr_root(tmp_path_factory):
     root = write_ctr_dataset(tmp_path_factory.mktemp("coins"))

@@ -61,17 +61,6 @@ def ctr_config(root, **extra) -> dict:
     return config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def faiss_one_thread():
-    """faiss' OpenMP threads spin-wait: on a shared 2-core machine tiny OPQ runs take seconds instead of ms."""
-    import faiss
-
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ctr_root(tmp_path_factory):
     root = write_ctr_dataset(tmp_path_factory.mktemp("ctr"))
