@@ -29,16 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _util import rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ("DeepFM", "COINS")
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def speed_worker(model_name: str, epochs: int, workdir: Path) -> dict:
@@ -56,7 +50,7 @@ def speed_worker(model_name: str, epochs: int, workdir: Path) -> dict:
     init_logger(config)
     dataset = create_dataset(config)
     train, valid, _ = data_preparation(config, dataset)
-    rss_before = _rss_mb()
+    rss_before = rss_mb()
     init_seed(config["seed"], config["reproducibility"])
     t0 = time.perf_counter()
     model = config.model_class(config, train._dataset)

@@ -21,17 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _util import rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("RECBOLE_SID_SHARED_DATA", REPO.parent / "shared" / "data"))
 AMAZON = SHARED / "amazon-scientific"
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def worker(step: str, workdir: Path) -> dict:
@@ -41,7 +35,7 @@ def worker(step: str, workdir: Path) -> dict:
 
     quiet = lambda *a, **k: None  # noqa: E731
     data = workdir / "data"
-    base_rss = _rss_mb()
+    base_rss = rss_mb()
     t0 = time.perf_counter()
     info: dict = {}
     if step == "amazon-convert":
