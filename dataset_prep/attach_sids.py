@@ -34,7 +34,7 @@ from recbole_sid.atomic_io import atomic_write, read_sids, sid_tokens, write_sid
 from recbole_sid.data.text import read_atomic_header, read_atomic_table
 from recbole_sid.exceptions import DataError, RecBoleSIDError
 
-from dataset_prep.files import Staging, check_input
+from dataset_prep.files import Staging, add_copy_command, check_input
 
 from dataset_prep.cli import _positive_int  # noqa: E402  (shared argparse type)
 
@@ -168,27 +168,23 @@ def attach_sids(dataset: str, data_path, sids, out, out_name: str | None = None,
     }
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``attach-sids`` subcommand on ``subparsers`` (``argparse`` sub-parsers action).
+#: ``--help`` text of the command
+DESCRIPTION = (
+    'Write OUT/OUT_NAME/ = DIR/NAME/ with the SIDs of FILE.itemsid (tokens a_12 b_7 ...) appended to NAME.item as'
+    ' a token_seq column; other NAME.* files (inter, benchmark splits, user, itememb, cold_items, ...) are '
+    "copied. RecBole's context-aware models (DeepFM, DCN, WideDeep, ...) then use it as a feature once it is in "
+    'load_col (item: [item_id, ..., sid]).')
 
-    The parsed namespace runs with :func:`run_from_args` (also set as ``args.run``).
-    """
-    p = subparsers.add_parser(
-        "attach-sids", help="copy a dataset with each item's SID as a 'sid:token_seq' column of NAME.item",
-        description="Write OUT/OUT_NAME/ = DIR/NAME/ with the SIDs of FILE.itemsid (tokens a_12 b_7 ...) appended "
-                    "to NAME.item as a token_seq column; other NAME.* files (inter, benchmark splits, user, itememb, "
-                    "cold_items, ...) are copied. RecBole's context-aware models (DeepFM, DCN, WideDeep, ...) then "
-                    "use it as a feature once it is in load_col (item: [item_id, ..., sid]).")
-    p.add_argument("--dataset", required=True, help="dataset NAME (DIR/NAME/NAME.inter ...)")
-    p.add_argument("--data-path", required=True, help="folder holding NAME/")
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``attach-sids`` (it runs :func:`run_from_args`, also set as ``args.run``)."""
+    p = add_copy_command(subparsers, "attach-sids", run=run_from_args,
+                         help="copy a dataset with each item's SID as a 'sid:token_seq' column of NAME.item",
+                         description=DESCRIPTION)
     p.add_argument("--sids", required=True, help="SID file: NAME.itemsid (item_id:token, sid:token_seq) or .json")
-    p.add_argument("--out", required=True, help="output root: files go to OUT/OUT_NAME/")
-    p.add_argument("--out-name", default=None, help="dataset name of the output (default NAME)")
     p.add_argument("--field", default="sid", help="name of the new column (default sid)")
     p.add_argument("--levels", type=_positive_int, default=None,
                    help="keep only the first N SID levels (default: all, a dedup level included)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.set_defaults(run=run_from_args)
     return p
 
 

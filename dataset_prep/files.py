@@ -72,3 +72,16 @@ class Staging:
                 tmp.unlink()
         self._temps.clear()
         return False
+
+
+def add_copy_command(subparsers, name: str, help: str, description: str, run):
+    """Register a command that writes a modified copy of a dataset (attach-sids, negatives): the shared arguments
+    --dataset, --data-path, --out, --out-name, --overwrite, and ``run(args)`` as ``args.run``."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.add_argument("--dataset", required=True, help="dataset NAME (DIR/NAME/NAME.inter or NAME.<split>.inter)")
+    parser.add_argument("--data-path", required=True, help="folder that holds NAME/")
+    parser.add_argument("--out", required=True, help="output root (writes OUT/OUT_NAME/)")
+    parser.add_argument("--out-name", default=None, help="dataset name of the copy (default: NAME)")
+    parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
+    parser.set_defaults(run=run)
+    return parser

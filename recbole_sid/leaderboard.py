@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 
 from recbole_sid.atomic_io import atomic_write
+from recbole_sid.exceptions import DataError, RecBoleSIDError
 
 TOPK_BASELINES = ["Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "SGL"]
 TOPK_PLUGIN = ["RQKMeans", "RQVAE", "QuantAlign", "AlignQuant", "DAS"]
 CTR_BASELINES = ["LR", "FM", "DeepFM", "DCN", "WideDeep"]
-CTR_PLUGIN = ["COINS"]
+CTR_PLUGIN = ["COINS", "DeepFM+SID-RQKMeans", "DeepFM+SID-DAS"]
 TOPK_METRICS = ["recall@10", "ndcg@10"]
 CTR_METRICS = ["auc", "logloss"]
 SEED_BASE = 2020
@@ -47,6 +48,20 @@ VARIANTS = {
     "DAS-no-debias": ("DAS", {"das_use_debias": False}),
 }
 DAS_ABLATIONS = list(VARIANTS)
+#: "DeepFM + SID": ``<CTR model>+SID-<tokenizer>`` runs the CTR model on a copy of the dataset whose ``.item`` file
+#: carries the SIDs exported by the tokenizer's top-k cell of the same dataset and seed (dataset_prep attach-sids)
+SID_FEATURE_MARK = "+SID-"
+SID_FEATURE_VARIANTS = ["DeepFM+SID-RQKMeans", "DeepFM+SID-DAS"]
+SID_FIELD = "sid"
+
+
+def sid_feature_source(label: str) -> tuple[str, str] | None:
+    """``"DeepFM+SID-DAS"`` -> ``("DeepFM", "DAS")``; None for labels that are not SID-feature variants."""
+    name = label_name(label)
+    if SID_FEATURE_MARK not in name:
+        return None
+    model, tokenizer = name.split(SID_FEATURE_MARK, 1)
+    return model, tokenizer
 
 
 def resolve_model(label: str) -> tuple[str, dict]:
@@ -55,6 +70,9 @@ def resolve_model(label: str) -> tuple[str, dict]:
     if label in VARIANTS:
         model, overrides = VARIANTS[label]
         return model, dict(overrides)
+    source = sid_feature_source(label)
+    if source is not None:
+        return source[0], {}
     if "=" in label.split(":")[0]:
         _, rest = label.split("=", 1)
         model, _, settings = rest.partition(":")
@@ -75,6 +93,14 @@ def label_name(label: str) -> str:
 def model_task(model: str) -> str:
     model = resolve_model(model)[0]
     return "ctr" if model in CTR_BASELINES + CTR_PLUGIN else "topk"
+
+
+def ctr_data_path(dataset: str, data_path: str, ctr_path: str | None) -> str:
+    """Where CTR cells read ``dataset``: ``ctr_path`` when it holds the dataset (e.g. a labeled copy written by
+    ``dataset_prep negatives``), else ``data_path`` (the choice is printed and recorded in each cell's config)."""
+    if ctr_path and (Path(ctr_path) / dataset).is_dir():
+        return ctr_path
+    return data_path
 
 
 def dataset_config(dataset: str, data_path: str) -> dict:
@@ -122,6 +148,16 @@ def run_cell(spec: dict) -> dict:
 
     config_dict = dict(spec["config"])
     config_dict.update({"seed": spec["seed"], "checkpoint_dir": spec["run_dir"], "show_progress": False})
+    if spec.get("sid_field"):  # the SID column must be loaded: add it to the effective load_col
+        from recbole_sid.quick_start import build_config
+
+        load_col = build_config(spec["model"], spec["dataset"], spec.get("config_files") or None, config_dict,
+                                [])["load_col"]
+        if load_col is not None:
+            load_col = {k: list(v) for k, v in load_col.items()}
+            load_col.setdefault("item", [spec.get("item_id_field", "item_id")])
+            load_col["item"] = [c for c in load_col["item"] if c != spec["sid_field"]] + [spec["sid_field"]]
+            config_dict["load_col"] = load_col
     start = time.perf_counter()
     result = run_recbole(model=spec["model"], dataset=spec["dataset"], config_dict=config_dict, cmd_args=[],
                          config_file_list=spec.get("config_files") or None)
@@ -149,45 +185,129 @@ def _progress(done, total, started, running):
     print(f"[{done}/{total}] {elapsed} {running}", file=sys.stderr, flush=True)
 
 
-def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dict, config_files=None,
-             timeout: int | None = None, seed_start: int = 0) -> list[Path]:
-    # seed-major order: a partial grid already covers every model once
-    cells = [(d, m, SEED_BASE + s) for s in range(seed_start, seed_start + seeds) for d in datasets for m in models]
-    started, done = time.time(), 0
-    for dataset, label, seed in cells:
+class Grid:
+    """The cells of one leaderboard run: runs each (dataset, label, seed) once, in its own process."""
+
+    def __init__(self, out: Path, data_path: str, extra: dict, config_files=None, timeout: int | None = None,
+                 ctr_path: str | None = None, ctr_extra: dict | None = None):
+        self.out, self.data_path, self.extra, self.config_files = out, data_path, extra, config_files
+        self.timeout, self.ctr_path, self.ctr_extra = timeout, ctr_path, ctr_extra or {}
+
+    def cached(self, dataset: str, label: str, seed: int) -> dict | None:
+        path = cell_path(self.out, dataset, label_name(label), seed)
+        if path.is_file():
+            record = json.loads(path.read_text())
+            if record.get("status") == "ok":
+                return record
+        return None
+
+    def base_config(self, dataset: str, label: str) -> dict:
+        if model_task(label) == "ctr":
+            config = dataset_config(dataset, ctr_data_path(dataset, self.data_path, self.ctr_path))
+            config.update(self.extra)
+            config.update(self.ctr_extra)
+        else:
+            config = dataset_config(dataset, self.data_path)
+            config.update(self.extra)
+        config.update(resolve_model(label)[1])
+        return config
+
+    def run(self, dataset: str, label: str, seed: int) -> dict:
+        """The cell's record: from its JSON when it already finished, else run (dependencies first)."""
+        record = self.cached(dataset, label, seed)
+        if record is not None:
+            return record
         model = label_name(label)
-        model_class, overrides = resolve_model(label)
-        path = cell_path(out, dataset, model, seed)
-        if path.is_file() and json.loads(path.read_text()).get("status") == "ok":
-            done += 1
-            _progress(done, len(cells), started, f"cached {model} seed {seed} on {dataset}")
-            continue
-        _progress(done, len(cells), started, f"running {model} seed {seed} on {dataset}")
-        run_dir = out / dataset / "runs" / f"{model}-seed{seed}"
-        config = dataset_config(dataset, data_path)
-        config.update(extra)
-        config.update(overrides)
-        spec = {"model": model_class, "label": model, "dataset": dataset, "seed": seed, "config": config, "run_dir": str(run_dir),
-                "config_files": config_files}
-        spec_path = run_dir / "spec.json"
+        run_dir = self.out / dataset / "runs" / f"{model}-seed{seed}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        spec_path.write_text(json.dumps(spec))
-        cmd = [sys.executable, "-m", "recbole_sid.leaderboard", "--run-cell", str(spec_path), "--cell-out", str(path)]
+        spec = {"model": resolve_model(label)[0], "label": model, "dataset": dataset, "seed": seed,
+                "config": self.base_config(dataset, label), "run_dir": str(run_dir),
+                "config_files": self.config_files}
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-            error = None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            log = proc.stderr
-        except subprocess.TimeoutExpired:
-            error, log = f"timed out after {timeout} s", ""
+            source = sid_feature_source(label)
+            if source is not None:
+                self._attach_sids(spec, source[1], run_dir)
+            error, log = self._run_child(spec, run_dir)
+        except (RecBoleSIDError, OSError) as exc:
+            error, log = " ".join(str(exc).split()), ""
         (run_dir / "stderr.log").write_text(log)
+        path = cell_path(self.out, dataset, model, seed)
         if error is not None:
             with atomic_write(path) as f:
                 json.dump({"model": model, "dataset": dataset, "seed": seed, "status": "error", "error": error,
                            "log": str(run_dir / "stderr.log")}, f, indent=1)
             print(f"  cell failed: {model} seed {seed} on {dataset}: {error}", file=sys.stderr)
-        done += 1
-    _progress(done, len(cells), started, "done")
-    return [write_tables(out, d, [label_name(m) for m in models]) for d in datasets]
+        return json.loads(path.read_text())
+
+    def _run_child(self, spec: dict, run_dir: Path):
+        spec_path = run_dir / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        path = cell_path(self.out, spec["dataset"], spec["label"], spec["seed"])
+        cmd = [sys.executable, "-m", "recbole_sid.leaderboard", "--run-cell", str(spec_path), "--cell-out", str(path)]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            return f"timed out after {self.timeout} s", ""
+        error = None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return error, proc.stderr
+
+    def _attach_sids(self, spec: dict, tokenizer: str, run_dir: Path) -> None:
+        """SID-feature cell: run (or reuse) the tokenizer's top-k cell of the same dataset and seed, then write a
+        copy of the CTR data with its SIDs as a ``sid`` column under ``run_dir/data`` and point the cell at it."""
+        dataset, seed = spec["dataset"], spec["seed"]
+        if model_task(tokenizer) != "topk":
+            raise DataError(f"{spec['label']}: {tokenizer} is not a top-k SID tokenizer")
+        print(f"  {spec['label']}: SIDs from {tokenizer} seed {seed} on {dataset}", file=sys.stderr, flush=True)
+        record = self.run(dataset, tokenizer, seed)
+        if record.get("status") != "ok":
+            raise DataError(f"{spec['label']} needs the SIDs of {tokenizer} seed {seed}, whose cell failed: "
+                            f"{record.get('error')}")
+        sid_file = Path((record.get("sid_files") or {}).get("itemsid", ""))
+        if not sid_file.is_file():
+            raise DataError(f"{spec['label']} needs {tokenizer}'s exported SIDs, but {sid_file or 'no itemsid'} "
+                            f"(from {cell_path(self.out, dataset, tokenizer, seed)}) is not a file; delete that "
+                            f"cell to rerun it")
+        from dataset_prep.attach_sids import attach_sids
+
+        levels = (record.get("sid_quality") or {}).get("items", {}).get("num_levels")
+        attach_sids(dataset, spec["config"]["data_path"], sid_file, run_dir / "data", overwrite=True,
+                    log=lambda *a, **k: None, field=SID_FIELD, levels=levels)
+        spec["config"]["data_path"] = str(run_dir / "data")
+        spec["sid_field"] = SID_FIELD
+        spec["sid_source"] = {"model": tokenizer, "seed": seed, "itemsid": str(sid_file), "levels": levels}
+
+
+def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dict, config_files=None,
+             timeout: int | None = None, seed_start: int = 0, ctr_path: str | None = None,
+             ctr_extra: dict | None = None) -> list[Path]:
+    grid = Grid(out, data_path, extra, config_files, timeout, ctr_path, ctr_extra)
+    # seed-major order: a partial grid already covers every model once
+    cells = [(d, m, SEED_BASE + s) for s in range(seed_start, seed_start + seeds) for d in datasets for m in models]
+    for dataset in datasets:
+        if any(model_task(m) == "ctr" for m in models):
+            print(f"CTR cells read {dataset} from {ctr_data_path(dataset, data_path, ctr_path)}", file=sys.stderr)
+    started = time.time()
+    for done, (dataset, label, seed) in enumerate(cells):
+        state = "cached" if grid.cached(dataset, label, seed) else "running"
+        _progress(done, len(cells), started, f"{state} {label_name(label)} seed {seed} on {dataset}")
+        grid.run(dataset, label, seed)
+    _progress(len(cells), len(cells), started, "done")
+    return write_outputs(out, datasets, models)
+
+
+def write_outputs(out: Path, datasets, models) -> list[Path]:
+    """Tables (md, csv) and plots (PNG) of every dataset from its finished cells; returns the written files."""
+    from recbole_sid.plots import PlotDependencyError, write_plots
+
+    paths = []
+    for dataset in datasets:
+        labels = [label_name(m) for m in models]
+        paths.append(write_tables(out, dataset, labels))
+        try:
+            paths += write_plots(out, dataset, labels)
+        except PlotDependencyError as exc:
+            print(f"no plots for {dataset}: {exc}", file=sys.stderr)
+    return paths
 
 
 def _mean_std(values):
@@ -338,6 +458,10 @@ def main(argv=None) -> int:
     parser.add_argument("--data-path", default="dataset/")
     parser.add_argument("--config-files", nargs="*", help="yaml files passed to every run")
     parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides for every run")
+    parser.add_argument("--ctr-data-path", help="folder with labeled copies for CTR cells (dataset_prep negatives); "
+                        "a dataset not found there is read from --data-path")
+    parser.add_argument("--ctr-set", nargs="*", metavar="KEY=VALUE", help="config overrides for CTR cells only "
+                        "(after --set), e.g. load_col for a labeled copy")
     parser.add_argument("--timeout", type=int, default=None, help="seconds before a cell is killed")
     parser.add_argument("--tables-only", action="store_true", help="rewrite the tables from finished cells")
     parser.add_argument("--readme", help="README to update between <!-- leaderboard:DATASET:start/end --> markers")
@@ -355,10 +479,11 @@ def main(argv=None) -> int:
     models = args.models or default_models(args.task)
     out = Path(args.out)
     if args.tables_only:
-        paths = [write_tables(out, d, [label_name(m) for m in models]) for d in args.dataset]
+        paths = write_outputs(out, args.dataset, models)
     else:
         paths = run_grid(args.dataset, models, args.seeds, out, args.data_path, parse_set(args.set),
-                         args.config_files, args.timeout, args.seed_start)
+                         args.config_files, args.timeout, args.seed_start, args.ctr_data_path,
+                         parse_set(args.ctr_set))
     for path in paths:
         print(path)
     if args.readme:

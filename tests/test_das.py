@@ -163,3 +163,31 @@ def test_cooccurrence_sampler_draws_real_partners():
     assert {(2, 1), (2, 3)} <= pairs  # both partners of item 2 are drawn
     with pytest.raises(ValueError, match="das_cooc_max_nnz"):
         CooccurrenceSampler(users, items, 3, 5, max_nnz=1)
+
+
+def test_sid_freeze_epoch(tiny_root):
+    """``das_sid_freeze_epoch: 1``: the first epoch end refreshes the SIDs, later ones do not, and once frozen the
+    loss is the top-k head's ``L_rec`` alone; 0 refreshes after every epoch."""
+    model, _, train, _, _ = build(tiny_root, das_sid_freeze_epoch=1)
+    batch = first_batch(train)
+    assert "align_u2i" in model.loss_terms(batch) and not model.sids_frozen
+    with torch.no_grad():  # move the quantizers so that a refresh would change the codes
+        for p in model.uism.parameters():
+            p.add_(torch.randn_like(p))
+    before = model.item_codes.clone()
+    model.on_train_epoch_end()
+    assert model.sids_frozen and not torch.equal(model.item_codes, before)
+    frozen_items, frozen_users = model.item_codes.clone(), model.user_codes.clone()
+    with torch.no_grad():
+        for p in model.uism.parameters():
+            p.add_(torch.randn_like(p))
+    model.on_train_epoch_end()
+    assert torch.equal(model.item_codes, frozen_items) and torch.equal(model.user_codes, frozen_users)
+    assert set(model.loss_terms(batch)) == {"rec"}
+
+    never, _, _, _, _ = build(tiny_root)
+    for _ in range(3):
+        never.on_train_epoch_end()
+    assert not never.sids_frozen and never.epochs_done == 3
+    with pytest.raises(ValueError, match="das_sid_freeze_epoch"):
+        build(tiny_root, das_sid_freeze_epoch=-1)

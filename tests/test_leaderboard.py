@@ -1,6 +1,7 @@
 """Leaderboard smoke test: a tiny grid (1 epoch, 1 seed) writes tables whose numbers equal the runs' results."""
 import csv
 import json
+from pathlib import Path
 
 from conftest import TINY_SID_CONFIG, write_tiny_dataset
 from recbole_sid import leaderboard
@@ -30,6 +31,9 @@ def test_tiny_grid_tables_match_cells(tmp_path, monkeypatch):
     failed = json.loads((out / "tiny" / "cells" / "NoSuchModel-seed2020.json").read_text())
     assert failed["status"] == "error" and "NoSuchModel" in failed["error"]
     assert "Failed cells" in md
+    plots = out / "tiny" / "plots"
+    for name in ("metrics_topk.png", "codebook_usage.png", "curves.png"):
+        assert (plots / name).read_bytes().startswith(b"\x89PNG"), name
 
     before = (out / "tiny" / "cells" / "BPR-seed2020.json").stat().st_mtime_ns
     assert leaderboard.main(argv) == 0  # resumes: finished cells are not rerun
@@ -40,3 +44,53 @@ def test_tiny_grid_tables_match_cells(tmp_path, monkeypatch):
     assert leaderboard.update_readme(readme, out, "tiny")
     text = readme.read_text()
     assert "PLACEHOLDER-OLD" not in text and f"{rows['BPR']['recall@10_mean']}"[:6] in text and text.endswith("y\n")
+
+
+def test_ctr_grid_with_sid_feature_variant(tmp_path, monkeypatch):
+    """CTR cells: warm/cold AUC in the tables equal the cells; ``DeepFM+SID-RQKMeans`` first runs (or reuses) the
+    RQKMeans top-k cell of the same seed and reads a copy of the data whose ``.item`` carries its exported SIDs."""
+    from dataset_prep.cold_split import cold_split
+    from recbole_sid.atomic_io import read_sids, sid_tokens
+    from test_ctr_cold import ctr_config, write_ctr_dataset
+
+    monkeypatch.chdir(tmp_path)
+    root = write_ctr_dataset(tmp_path / "data")
+    cold_split("ctr", root, cold_ratio=0.2, seed=1, log=lambda *a: None)
+    config = ctr_config(root)
+    ctr_only = {k: config.pop(k) for k in ("threshold", "load_col")}
+    config.pop("data_path")
+    config.update({k: v for k, v in TINY_SID_CONFIG.items() if k not in config}, epochs=1)
+    out = tmp_path / "results"
+    argv = ["--dataset", "ctr", "--data-path", str(root), "--seeds", "1", "--out", str(out), "--task", "ctr",
+            "--models", "LR", "DeepFM+SID-RQKMeans", "DeepFM+SID-NoSuchTokenizer",
+            "--set", *[f"{k}={v!r}" for k, v in config.items()],
+            "--ctr-set", *[f"{k}={v!r}" for k, v in ctr_only.items()]]
+    assert leaderboard.main(argv) == 0
+    cells = out / "ctr" / "cells"
+    tokenizer = json.loads((cells / "RQKMeans-seed2020.json").read_text())
+    assert tokenizer["status"] == "ok" and "threshold" not in tokenizer["config"]  # top-k cell: no CTR keys
+    cell = json.loads((cells / "DeepFM+SID-RQKMeans-seed2020.json").read_text())
+    assert cell["status"] == "ok" and cell["model_class"] == "DeepFM"
+    assert cell["config"]["load_col"]["item"][-1] == "sid" and cell["config"]["threshold"] == {"rating": 4}
+    data = Path(cell["config"]["data_path"])
+    assert data.parent.name == "DeepFM+SID-RQKMeans-seed2020"
+    # the column holds the tokenizer's exported SIDs (its 2 scored levels, the dedup level dropped)
+    ids, sids = read_sids(tokenizer["sid_files"]["itemsid"])
+    expected = {i: " ".join(sid_tokens(row[:2])) for i, row in zip(ids, sids)}
+    lines = (data / "ctr" / "ctr.item").read_text().splitlines()
+    header = lines[0].split("\t")
+    assert header[-1] == "sid:token_seq"
+    got = {line.split("\t")[0]: line.split("\t")[-1] for line in lines[1:]}
+    assert got == expected
+    rows = {r["model"]: r for r in csv.DictReader(open(out / "ctr" / "leaderboard.csv"))}
+    md = (out / "ctr" / "leaderboard.md").read_text()
+    for model in ("LR", "DeepFM+SID-RQKMeans"):
+        record = json.loads((cells / f"{model}-seed2020.json").read_text())
+        for part in ("", "_warm", "_cold"):
+            value = record[f"test_result{part}"]["auc"]
+            assert 0.0 <= value <= 1.0
+            assert float(rows[model][f"auc{part}_mean"]) == value
+            assert f"{value:.4f}" in md
+    assert (out / "ctr" / "plots" / "metrics_ctr.png").read_bytes().startswith(b"\x89PNG")
+    failed = json.loads((cells / "DeepFM+SID-NoSuchTokenizer-seed2020.json").read_text())
+    assert failed["status"] == "error" and "NoSuchTokenizer" in failed["error"]

@@ -18,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from recbole_sid.data.semantic import user_semantic_embeddings
+from recbole_sid.exceptions import ConfigError
 from recbole_sid.model.abstract_recommender import SIDRecommender
 from recbole_sid.model.general_recommender.rqvae import build_rqvae, rqvae_codes
 from recbole_sid.model.layers import info_nce
@@ -162,6 +163,11 @@ class DAS(SIDRecommender):
         self.orth_weight = float(config["icdm_orth_weight"])
         cf_dim = int(config["cf_embedding_size"])
         self.align_batch_size = int(config["das_align_batch_size"])
+        self.freeze_epoch = int(config["das_sid_freeze_epoch"] or 0)
+        if self.freeze_epoch < 0:
+            raise ConfigError(f"config key 'das_sid_freeze_epoch' must be >= 0 (0: never), got {self.freeze_epoch}")
+        #: epochs finished so far; SIDs are frozen once it reaches ``freeze_epoch`` (see ``on_train_epoch_end``)
+        self.epochs_done = 0
 
         users, items = training_pairs(dataset)  # the model's dataset is RecBole's TRAINING split
         self.register_buffer("user_sem", user_semantic_embeddings(config, dataset, self.item_sem), persistent=False)
@@ -209,8 +215,17 @@ class DAS(SIDRecommender):
         self.user_codes[1:] = torch.as_tensor(rqvae_codes(self, self.uism.user_rqvae, self.user_sem[1:], "user"))
         self.uism.train(was_training)
 
+    @property
+    def sids_frozen(self) -> bool:
+        """True once ``das_sid_freeze_epoch`` epochs of joint training have run: SIDs are final from then on."""
+        return 0 < self.freeze_epoch <= self.epochs_done
+
     def on_train_epoch_end(self) -> None:
-        """After each epoch: re-seed dead codes of both codebooks, then refresh the stored SIDs."""
+        """After each joint epoch: re-seed dead codes of both codebooks, then refresh the stored SIDs. Once the
+        SIDs are frozen nothing changes here."""
+        if self.sids_frozen:
+            return
+        self.epochs_done += 1
         with torch.no_grad():
             for rqvae, x in ((self.uism.item_rqvae, self.item_sem[1:]), (self.uism.user_rqvae, self.user_sem[1:])):
                 if rqvae.quantizer.dead_code_threshold > 0:
@@ -233,6 +248,8 @@ class DAS(SIDRecommender):
         ``L_sem`` and ``L_align`` (InfoNCE costs B^2, so a sub-batch keeps epochs cheap with hundreds of negatives).
         """
         users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
+        if self.sids_frozen:  # only the top-k head still learns; UISM/ICDM/MDAM can no longer change a SID
+            return {"rec": self._rec_loss(users, pos, neg)}
         a = min(len(users), self.align_batch_size)
         u_a, i_a = users[:a], pos[:a]
         item_rows, user_rows = i_a, u_a
@@ -246,9 +263,7 @@ class DAS(SIDRecommender):
 
         terms = {}
         # shared SID scorer (top-k head): item = its SID code embeddings, user = ID + its user-SID embeddings
-        user_vec = self.scorer.user_vectors(users, self.user_codes[users])
-        terms["rec"] = self.scorer.bpr_loss(user_vec, self.scorer.item_vectors(self.item_codes[pos]),
-                                            self.scorer.item_vectors(self.item_codes[neg]))
+        terms["rec"] = self._rec_loss(users, pos, neg)
         # UISM: L_sem = reconstruction + codebook + commitment, both sides
         terms["sem_item"] = item_out.loss
         terms["sem_user"] = user_out.loss
@@ -266,6 +281,12 @@ class DAS(SIDRecommender):
             terms["align_cooc_i2i"] = self.beta * self.mdam.cooccurrence(z_i[:a], z_i[a:], i_a, cooc_items >= 0)
             terms["align_cooc_u2u"] = self.beta * self.mdam.cooccurrence(z_u[:a], z_u[a:], u_a, cooc_users >= 0)
         return terms
+
+    def _rec_loss(self, users, pos, neg):
+        """``L_rec``: BPR of the shared SID scorer on the stored SIDs."""
+        user_vec = self.scorer.user_vectors(users, self.user_codes[users])
+        return self.scorer.bpr_loss(user_vec, self.scorer.item_vectors(self.item_codes[pos]),
+                                    self.scorer.item_vectors(self.item_codes[neg]))
 
     def calculate_loss(self, interaction):
         return sum(self.loss_terms(interaction).values())
