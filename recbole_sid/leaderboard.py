@@ -167,6 +167,8 @@ def run_cell(spec: dict) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "config": config_dict, "versions": versions(),
     }
+    if spec.get("sid_source"):
+        record["sid_source"] = spec["sid_source"]
     record.update(_jsonable({k: v for k, v in result.items() if k not in ("sid_quality",)}))
     if "sid_quality" in result:
         record["sid_quality"] = _jsonable(result["sid_quality"])
@@ -324,6 +326,8 @@ def collect(out: Path, dataset: str, models) -> list[dict]:
     rows = []
     for model in models:
         cells = [json.loads(p.read_text()) for p in sorted((out / dataset / "cells").glob(f"{model}-seed*.json"))]
+        if not cells:  # not run on this dataset (e.g. a variant run on one dataset only)
+            continue
         ok = [c for c in cells if c.get("status") == "ok"]
         row = {"model": model, "task": model_task(model), "seeds": len(ok),
                "errors": "; ".join(sorted({c["error"] for c in cells if c.get("status") == "error"}))}

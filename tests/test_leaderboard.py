@@ -71,6 +71,7 @@ def test_ctr_grid_with_sid_feature_variant(tmp_path, monkeypatch):
     assert tokenizer["status"] == "ok" and "threshold" not in tokenizer["config"]  # top-k cell: no CTR keys
     cell = json.loads((cells / "DeepFM+SID-RQKMeans-seed2020.json").read_text())
     assert cell["status"] == "ok" and cell["model_class"] == "DeepFM"
+    assert cell["sid_source"]["model"] == "RQKMeans" and cell["sid_source"]["levels"] == 2
     assert cell["config"]["load_col"]["item"][-1] == "sid" and cell["config"]["threshold"] == {"rating": 4}
     data = Path(cell["config"]["data_path"])
     assert data.parent.name == "DeepFM+SID-RQKMeans-seed2020"
