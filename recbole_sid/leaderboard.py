@@ -162,7 +162,8 @@ def run_cell(spec: dict) -> dict:
     result = run_recbole(model=spec["model"], dataset=spec["dataset"], config_dict=config_dict, cmd_args=[],
                          config_file_list=spec.get("config_files") or None)
     record = {
-        "model": spec.get("label", spec["model"]), "model_class": spec["model"], "dataset": spec["dataset"], "seed": spec["seed"], "status": "ok",
+        "model": spec.get("label", spec["model"]), "model_class": spec["model"], "task": model_task(spec["model"]),
+        "dataset": spec["dataset"], "seed": spec["seed"], "status": "ok",
         "wall_seconds": time.perf_counter() - start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "config": config_dict, "versions": versions(),
@@ -329,7 +330,9 @@ def collect(out: Path, dataset: str, models) -> list[dict]:
         if not cells:  # not run on this dataset (e.g. a variant run on one dataset only)
             continue
         ok = [c for c in cells if c.get("status") == "ok"]
-        row = {"model": model, "task": model_task(model), "seeds": len(ok),
+        # the task a cell recorded (an ad-hoc label "X=COINS:..." does not name its model class)
+        task = next((c["task"] for c in ok if c.get("task")), None) or model_task(model)
+        row = {"model": model, "task": task, "seeds": len(ok),
                "errors": "; ".join(sorted({c["error"] for c in cells if c.get("status") == "error"}))}
         metrics = CTR_METRICS if row["task"] == "ctr" else TOPK_METRICS
         for part in ("", "_warm", "_cold"):

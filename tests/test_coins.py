@@ -188,9 +188,10 @@ def _trained(ctr_root, **extra):
     return model, batch
 
 
-@pytest.mark.parametrize("cold_gate", ["mask", "learn"])
-def test_cold_items_lean_on_the_sid_side(ctr_root, cold_gate, in_tmp):
-    model, batch = _trained(ctr_root, cold_gate=cold_gate, cold_id_embedding="unknown" if cold_gate == "learn" else "zero")
+@pytest.mark.parametrize("cold_gate, fm", [("mask", False), ("learn", False), ("mask", True)])
+def test_cold_items_lean_on_the_sid_side(ctr_root, cold_gate, fm, in_tmp):
+    model, batch = _trained(ctr_root, cold_gate=cold_gate, cold_id_embedding="unknown" if cold_gate == "learn" else "zero",
+                            coins_fm=fm)
     items = batch["item_id"]
     cold = model.item_warm[items] == 0
     assert cold.any() and (~cold).any()
@@ -210,6 +211,24 @@ def test_cold_items_lean_on_the_sid_side(ctr_root, cold_gate, in_tmp):
     after = model.predict(batch).detach()
     assert torch.allclose(before[cold], after[cold], atol=1e-6)
     assert not torch.allclose(before[~cold], after[~cold], atol=1e-3)
+
+
+def test_fm_part_adds_the_second_order_term(ctr_root):
+    """``coins_fm: True``: logit = DNN logit + 0.5 * sum((sum of field vectors)^2 - sum of squares) over the fields
+    the DNN sees (other fields, gated item vector, OPQ vector), never the raw item ID embedding."""
+    _, _, train, _, _, model = build(ctr_root, coins_fm=True, dropout_prob=0.0)
+    model.eval()
+    batch = next(iter(train))
+    parts = model.forward_parts(batch)
+    _, others = model._fields(batch)
+    fields = torch.cat([others, parts["item_emb"].unsqueeze(1), parts["opq_emb"].unsqueeze(1)], dim=1)
+    fm = 0.5 * (fields.sum(1).pow(2) - fields.pow(2).sum(1)).sum(1)
+    flat = others.reshape(others.shape[0], -1)
+    dnn = model.predict_layer(model.mlp_layers(torch.cat([flat, parts["item_emb"], parts["opq_emb"]], 1))).squeeze(-1)
+    assert torch.allclose(parts["logit"], dnn + fm, atol=1e-5)
+    assert float(fm.abs().max()) > 0
+    plain = build(ctr_root, coins_fm=False)[-1]
+    assert plain.fm is None and model.fm is not None
 
 
 def test_loss_is_bce_plus_weighted_transfer(ctr_root):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from recbole.model.abstract_recommender import ContextRecommender
-from recbole.model.layers import MLPLayers
+from recbole.model.layers import BaseFactorizationMachine, MLPLayers
 from torch.nn.init import constant_, xavier_normal_
 
 from recbole_sid.atomic_io import read_sids
@@ -148,6 +148,7 @@ class COINS(ContextRecommender):
         self.transfer_distance = _choice(config, "transfer_distance", "kl", TRANSFER_DISTANCES)
         self.transfer_temperature = _float(config, "transfer_temperature", 1.0, 1e-6)
         gate_hidden = list(_cfg(config, "gate_hidden_size", [64]) or [])
+        self.use_fm = bool(_cfg(config, "coins_fm", False))
 
         if self.ITEM_ID not in self.token_field_names:
             raise ConfigError(f"COINS needs the item id field '{self.ITEM_ID}' among the model's token fields")
@@ -193,6 +194,8 @@ class COINS(ContextRecommender):
         self.mlp_layers = (MLPLayers([tower_in] + self.mlp_hidden_size, self.dropout_prob) if self.mlp_hidden_size
                            else nn.Identity())
         self.predict_layer = nn.Linear(self.mlp_hidden_size[-1] if self.mlp_hidden_size else tower_in, 1)
+        # optional FM part (DeepFM's second-order term) over the same field vectors the DNN sees
+        self.fm = BaseFactorizationMachine(reduce_sum=True) if self.use_fm else None
         self.loss = nn.BCEWithLogitsLoss()
         self.apply(self._init_weights)
 
@@ -272,6 +275,9 @@ class COINS(ContextRecommender):
         gate = gate_raw * known_col if self.cold_gate == "mask" else gate_raw
         item_c = gate * id_used + (1.0 - gate) * rq_emb
         logit = self.predict_layer(self.mlp_layers(torch.cat([flat, item_c, opq_emb], dim=1))).squeeze(-1)
+        if self.fm is not None:
+            fields = torch.cat([others, item_c.unsqueeze(1), opq_emb.unsqueeze(1)], dim=1)
+            logit = logit + self.fm(fields).squeeze(-1)
         return {"logit": logit, "gate": gate.squeeze(1), "gate_raw": gate_raw.squeeze(1), "known": known,
                 "pop": pop, "id_emb": id_emb, "rq_emb": rq_emb, "opq_emb": opq_emb, "item_emb": item_c}
 
