@@ -1,11 +1,14 @@
 """Leaderboard: every plugin model against RecBole's baselines, same runner, same splits, several seeds.
 
-    python -m recbole_sid.leaderboard --dataset ml-100k --task topk --seeds 3 --out results/
+    python -m recbole_sid.leaderboard --dataset ml-100k --task topk|ctr|all --seeds 3 --out results/
 
 Each (dataset, model, seed) cell runs in its own process (so its peak memory is its own) through
 ``recbole_sid.quick_start.run_recbole`` and leaves ``<out>/<dataset>/cells/<model>-seed<s>.json``. Finished cells
 are not run again (delete the JSON to rerun one); a crashed cell is recorded with its error and the tables are
-still written. Tables: ``<out>/<dataset>/leaderboard.md`` and ``.csv`` (mean and std over seeds).
+still written. Outputs: ``<out>/<dataset>/leaderboard.md`` and ``.csv`` (mean and std over seeds) and PNG plots in
+``<out>/<dataset>/plots/`` (``recbole_sid.plots``). CTR cells may read a labeled copy of the dataset
+(``--ctr-data-path``); ``<CTR model>+SID-<tokenizer>`` cells ("DeepFM + SID") reuse the tokenizer's top-k cell
+of the same seed for its exported SIDs.
 """
 from __future__ import annotations
 
