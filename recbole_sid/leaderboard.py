@@ -351,10 +351,39 @@ def collect(out: Path, dataset: str, models) -> list[dict]:
             row["collision_rate_greedy"] = _mean_std([q.get("collision_rate_greedy") for q in quality])
             row["level1_usage"] = _mean_std([q["levels"][0]["usage"] for q in quality])
             row["level1_perplexity"] = _mean_std([q["levels"][0]["perplexity"] for q in quality])
-        row["config"] = ok[0]["config"] if ok else None
+        row["config"] = _shared_config(ok[0]["config"]) if ok else None
         row["versions"] = ok[0]["versions"] if ok else None
         rows.append(row)
     return rows
+
+
+#: config keys that differ between the seeds of one model by design
+PER_SEED_KEYS = ("seed", "checkpoint_dir", "show_progress")
+
+
+def _shared_config(config: dict) -> dict:
+    """A cell's config without the keys that change per seed (the seed, its run folder)."""
+    return {k: v for k, v in config.items() if k not in PER_SEED_KEYS}
+
+
+def _config_section(rows) -> list[str]:
+    """``## Config and versions``: the versions, then each distinct config (what the run set on top of the
+    models' yaml defaults, ``--set`` included; seeds and run folders left out) with the models that used it."""
+    groups: dict[str, list[str]] = {}
+    versions = None
+    for r in rows:
+        if r["config"] is None:
+            continue
+        versions = versions or r["versions"]
+        groups.setdefault(json.dumps(r["config"], sort_keys=True), []).append(r["model"])
+    if not groups:
+        return []
+    lines = ["## Config and versions", "", "Versions (first finished cell; every cell records its own):", "", "```",
+             json.dumps(versions, indent=1), "```", "",
+             "Config on top of each model's yaml defaults (`properties/model/<Model>.yaml`), per group of models:", ""]
+    for config, models in groups.items():
+        lines.append(f"- {', '.join(models)}: `{config}`")
+    return lines + [""]
 
 
 def _fmt(pair, digits=4):
@@ -395,26 +424,29 @@ def write_tables(out: Path, dataset: str, models) -> Path:
     errors = [r for r in rows if r["errors"]]
     if errors:
         lines += ["## Failed cells", ""] + [f"- {r['model']}: {r['errors']}" for r in errors] + [""]
-    first = next((r for r in rows if r["config"]), None)
-    if first:
-        lines += ["## Config and versions", "", "```", json.dumps(first["versions"], indent=1),
-                  json.dumps({k: v for k, v in first["config"].items()}, indent=1), "```", ""]
+    lines += _config_section(rows)
     md = folder / "leaderboard.md"
     with atomic_write(md) as f:
         f.write("\n".join(lines))
-    keys = [k for k in rows[0] if k not in ("config", "versions")] if rows else []
+    # every key any row has, in first-seen order; (mean, std) pairs become two columns
+    keys, paired = [], set()
+    for r in rows:
+        for k, v in r.items():
+            if k not in keys:
+                keys.append(k)
+            if isinstance(v, tuple):
+                paired.add(k)
     with atomic_write(folder / "leaderboard.csv") as f:
         writer = csv.writer(f)
-        header = []
-        for k in keys:
-            header += [f"{k}_mean", f"{k}_std"] if isinstance(rows[0][k], tuple) or rows[0][k] is None else [k]
-        writer.writerow(header)
+        writer.writerow([c for k in keys for c in ((f"{k}_mean", f"{k}_std") if k in paired else (k,))])
         for r in rows:
             line = []
             for k in keys:
                 v = r.get(k)
-                if isinstance(rows[0][k], tuple) or rows[0][k] is None:
+                if k in paired:
                     line += list(v) if isinstance(v, tuple) else ["", ""]
+                elif k in ("config", "versions"):
+                    line.append(json.dumps(v, sort_keys=True) if v is not None else "")
                 else:
                     line.append(v)
             writer.writerow(line)

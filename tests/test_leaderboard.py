@@ -25,6 +25,11 @@ def test_tiny_grid_tables_match_cells(tmp_path, monkeypatch):
             assert float(rows[model][f"{metric}_mean"]) == cell["test_result"][metric]
             assert f"{cell['test_result'][metric]:.4f}" in md
         assert cell["peak_rss_mb"] > 0 and cell["seconds_per_epoch"] > 0
+        shared = {k: v for k, v in cell["config"].items() if k not in ("seed", "checkpoint_dir", "show_progress")}
+        assert json.loads(rows[model]["config"]) == shared
+    # SID quality columns are in the csv although the first row (BPR) has none
+    assert float(rows["RQKMeans"]["collision_rate_mean"]) >= 0.0 and rows["BPR"]["collision_rate_mean"] == ""
+    assert "Config on top of each model's yaml defaults" in md and '"das_align_cooc": false' in md
     das = json.loads((out / "tiny" / "cells" / "DAS-no-cooc-seed2020.json").read_text())
     assert das["model_class"] == "DAS" and das["config"]["das_align_cooc"] is False
     assert "SID quality" in md and "RQKMeans" in md.split("SID quality")[1]
