@@ -34,24 +34,11 @@ from recbole_sid.atomic_io import atomic_write, read_sids, sid_tokens, write_sid
 from recbole_sid.data.text import read_atomic_header, read_atomic_table
 from recbole_sid.exceptions import DataError, RecBoleSIDError
 
-from dataset_prep.files import Staging, add_copy_command, check_input
+from dataset_prep.files import Staging, add_copy_command, check_input, inter_files, locate_copy
 
 from dataset_prep.cli import _positive_int  # noqa: E402  (shared argparse type)
 
 ID_FIELD = "item_id"
-
-
-def _inter_files(folder: Path, dataset: str) -> list[Path]:
-    """``NAME.inter`` and the benchmark files ``NAME.<split>.inter`` of the folder."""
-    found = []
-    for path in folder.iterdir():
-        name = path.name
-        if not path.is_file() or not name.startswith(f"{dataset}.") or not name.endswith(".inter"):
-            continue
-        middle = name[len(dataset) + 1:-len(".inter")]
-        if name == f"{dataset}.inter" or (middle and "." not in middle):
-            found.append(path)
-    return sorted(found)
 
 
 def _dataset_items(folder: Path, dataset: str, item_file: Path | None) -> tuple[list[str], list[Path]]:
@@ -64,7 +51,7 @@ def _dataset_items(folder: Path, dataset: str, item_file: Path | None) -> tuple[
             raise DataError(f"{item_file}: no '{ID_FIELD}' column in the header")
         seen.update(dict.fromkeys(frame[ID_FIELD].tolist()))
         sources.append(item_file)
-    for path in _inter_files(folder, dataset):
+    for path in inter_files(folder, dataset):
         frame, types = read_atomic_table(path, usecols=[ID_FIELD])
         if ID_FIELD not in types:
             raise DataError(f"{path}: no '{ID_FIELD}' column in the header")
@@ -81,20 +68,11 @@ def attach_sids(dataset: str, data_path, sids, out, out_name: str | None = None,
     one; a dedup token is unique per item, so for cold items it is an untrained embedding: ``levels=3`` drops it
     from the usual 3 + 1 files). Returns a summary dict.
     """
-    folder = Path(data_path) / dataset
-    if not folder.is_dir():
-        raise DataError(f"{folder}: dataset folder not found (expected --data-path DIR holding DIR/{dataset}/)")
+    folder, target, _ = locate_copy(dataset, data_path, out, out_name)
+    target_name = target.name
     sid_path = check_input(sids, "SID file")
-    target_name = out_name or dataset
-    target = Path(out) / target_name
-    if target.resolve() == folder.resolve():
-        raise DataError(f"{target}: the output folder is the input dataset's folder; choose another --out "
-                        f"(or --out-name) so that {folder / (dataset + '.item')} is not replaced")
     if not field or not field.replace("_", "").isalnum():
         raise DataError(f"--field must be a plain column name (letters, digits, '_'), got {field!r}")
-    inter_files = _inter_files(folder, dataset)
-    if not inter_files:
-        raise DataError(f"{folder}: no interaction file {dataset}.inter or {dataset}.<split>.inter")
 
     item_file = folder / f"{dataset}.item"
     item_file = check_input(item_file, "item file") if item_file.exists() else None

@@ -85,3 +85,32 @@ def add_copy_command(subparsers, name: str, help: str, description: str, run):
     parser.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     parser.set_defaults(run=run)
     return parser
+
+
+def inter_files(folder: Path, dataset: str) -> list[Path]:
+    """``NAME.inter`` and the benchmark files ``NAME.<split>.inter`` of the folder."""
+    found = []
+    for path in folder.iterdir():
+        name = path.name
+        if not path.is_file() or not name.startswith(f"{dataset}.") or not name.endswith(".inter"):
+            continue
+        middle = name[len(dataset) + 1:-len(".inter")]
+        if name == f"{dataset}.inter" or (middle and "." not in middle):
+            found.append(path)
+    return sorted(found)
+
+
+def locate_copy(dataset: str, data_path, out, out_name: str | None = None) -> tuple[Path, Path, list[Path]]:
+    """``(input folder, output folder, interaction files)`` of a command that writes a modified copy of a dataset
+    to ``OUT/OUT_NAME/``; DataError when the input is missing or the output would replace it."""
+    folder = Path(data_path) / dataset
+    if not folder.is_dir():
+        raise DataError(f"{folder}: dataset folder not found (expected --data-path DIR holding DIR/{dataset}/)")
+    target = Path(out) / (out_name or dataset)
+    if target.resolve() == folder.resolve():
+        raise DataError(f"{target}: the output folder is the input dataset's folder; choose another --out "
+                        f"(or --out-name) so that the input files stay as they are")
+    found = inter_files(folder, dataset)
+    if not found:
+        raise DataError(f"{folder}: no interaction file {dataset}.inter or {dataset}.<split>.inter")
+    return folder, target, found

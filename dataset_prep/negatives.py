@@ -49,8 +49,7 @@ from recbole_sid.data.cold import read_cold_items
 from recbole_sid.data.text import read_atomic_header, read_atomic_table
 from recbole_sid.exceptions import DataError
 
-from dataset_prep.attach_sids import _inter_files
-from dataset_prep.files import Staging, add_copy_command
+from dataset_prep.files import Staging, add_copy_command, locate_copy
 
 USER_FIELD, ITEM_FIELD, LABEL_FIELD = "user_id", "item_id", "label"
 ALL, WARM, COLD = 0, 1, 2
@@ -141,21 +140,6 @@ def _repeats(cand):
     return dup
 
 
-def _locate(dataset: str, data_path, out, out_name):
-    """``(input folder, output folder, interaction files)``; DataError when they cannot be used."""
-    source = Path(data_path) / dataset
-    dest = Path(out) / (out_name or dataset)
-    if not source.is_dir():
-        raise DataError(f"{source}: no such dataset folder (--data-path DIR must hold DIR/{dataset}/)")
-    if dest.resolve() == source.resolve():
-        raise DataError(f"{dest}: output and input are the same folder; pick another --out or --out-name so that "
-                        f"the input interaction files stay as they are")
-    found = _inter_files(source, dataset)
-    if not found:
-        raise DataError(f"{source}: neither {dataset}.inter nor any {dataset}.<split>.inter found")
-    return source, dest, found
-
-
 def add_negatives(dataset: str, data_path, out, out_name: str | None = None, ratio: int = 1, seed: int = 2020,
                   overwrite: bool = False, log=print) -> dict:
     """Write ``OUT/OUT_NAME/`` = the dataset with ``label:float`` and sampled negatives (module docstring).
@@ -166,7 +150,7 @@ def add_negatives(dataset: str, data_path, out, out_name: str | None = None, rat
     if isinstance(ratio, bool) or not isinstance(ratio, (int, np.integer)) or ratio < 1:
         raise DataError(f"--ratio must be a positive integer (negatives per positive row), got {ratio!r}")
     ratio = int(ratio)
-    folder, target, inter_files = _locate(dataset, data_path, out, out_name)
+    folder, target, inter_files = locate_copy(dataset, data_path, out, out_name)
     tables = {path: _read_inter(path) for path in inter_files}
     splits = {path: _split_name(path, dataset) for path in inter_files}
     split_files = [p for p in inter_files if splits[p] != "inter"]

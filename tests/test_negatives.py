@@ -163,6 +163,13 @@ def test_refusals_write_nothing(split_root, labeled, tmp_path):
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     with pytest.raises(DataError, match="--ratio"):
         add_negatives("tiny", split_root, tmp_path / "zero", ratio=0, **QUIET)
+    # the output folder would be the input folder
+    inputs = {p.name: p.read_bytes() for p in (split_root / "tiny").iterdir()}
+    with pytest.raises(DataError, match="input dataset's folder"):
+        add_negatives("tiny", split_root, split_root, overwrite=True, **QUIET)
+    assert {p.name: p.read_bytes() for p in (split_root / "tiny").iterdir()} == inputs
+    with pytest.raises(DataError, match="dataset folder not found"):
+        add_negatives("tiny", tmp_path / "nowhere", tmp_path / "zero", **QUIET)
     # no user_id column
     bad = tmp_path / "bad" / "tiny"
     bad.mkdir(parents=True)
