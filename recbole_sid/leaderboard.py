@@ -29,6 +29,7 @@ from recbole_sid.exceptions import DataError, RecBoleSIDError
 TOPK_BASELINES = ["Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "SGL"]
 TOPK_PLUGIN = ["RQKMeans", "RQVAE", "QuantAlign", "AlignQuant", "DAS"]
 CTR_BASELINES = ["LR", "FM", "DeepFM", "DCN", "WideDeep"]
+#: "DeepFM + SID" labels (``<CTR model>+SID-<tokenizer>``, see ``sid_feature_source``) are CTR plugin rows
 CTR_PLUGIN = ["COINS", "DeepFM+SID-RQKMeans", "DeepFM+SID-DAS"]
 TOPK_METRICS = ["recall@10", "ndcg@10"]
 CTR_METRICS = ["auc", "logloss"]
@@ -54,7 +55,6 @@ DAS_ABLATIONS = list(VARIANTS)
 #: "DeepFM + SID": ``<CTR model>+SID-<tokenizer>`` runs the CTR model on a copy of the dataset whose ``.item`` file
 #: carries the SIDs exported by the tokenizer's top-k cell of the same dataset and seed (dataset_prep attach-sids)
 SID_FEATURE_MARK = "+SID-"
-SID_FEATURE_VARIANTS = ["DeepFM+SID-RQKMeans", "DeepFM+SID-DAS"]
 SID_FIELD = "sid"
 
 
@@ -154,11 +154,11 @@ def run_cell(spec: dict) -> dict:
     if spec.get("sid_field"):  # the SID column must be loaded: add it to the effective load_col
         from recbole_sid.quick_start import build_config
 
-        load_col = build_config(spec["model"], spec["dataset"], spec.get("config_files") or None, config_dict,
-                                [])["load_col"]
+        config = build_config(spec["model"], spec["dataset"], spec.get("config_files") or None, config_dict, [])
+        load_col = config["load_col"]
         if load_col is not None:
             load_col = {k: list(v) for k, v in load_col.items()}
-            load_col.setdefault("item", [spec.get("item_id_field", "item_id")])
+            load_col.setdefault("item", [config["ITEM_ID_FIELD"]])
             load_col["item"] = [c for c in load_col["item"] if c != spec["sid_field"]] + [spec["sid_field"]]
             config_dict["load_col"] = load_col
     start = time.perf_counter()
@@ -325,11 +325,16 @@ def _mean_std(values):
     return mean, std
 
 
+def read_cells(out: Path, dataset: str, model: str) -> list[dict]:
+    """Every cell JSON of ``model`` (a label) on ``dataset``, finished or failed, in seed order."""
+    return [json.loads(p.read_text()) for p in sorted((Path(out) / dataset / "cells").glob(f"{model}-seed*.json"))]
+
+
 def collect(out: Path, dataset: str, models) -> list[dict]:
     """One row per model: mean/std over its finished seeds of every reported number."""
     rows = []
     for model in models:
-        cells = [json.loads(p.read_text()) for p in sorted((out / dataset / "cells").glob(f"{model}-seed*.json"))]
+        cells = read_cells(out, dataset, model)
         if not cells:  # not run on this dataset (e.g. a variant run on one dataset only)
             continue
         ok = [c for c in cells if c.get("status") == "ok"]

@@ -8,12 +8,11 @@ into ``<out>/<dataset>/plots/``, each PNG written to a temporary file beside its
 from __future__ import annotations
 
 import importlib
-import json
 import math
 from pathlib import Path
 
 from recbole_sid.atomic_io import atomic_write
-from recbole_sid.leaderboard import CTR_METRICS, TOPK_METRICS, _mean_std, collect
+from recbole_sid.leaderboard import CTR_METRICS, TOPK_METRICS, _mean_std, collect, read_cells
 
 #: bars of ``metrics_topk.png``: keys of :func:`collect`'s rows, one bar per key in each model's group
 TOPK_BARS = TOPK_METRICS + [f"{m}_cold" for m in TOPK_METRICS]
@@ -29,8 +28,7 @@ class PlotDependencyError(ImportError):
 
 def _ok_cells(out: Path, dataset: str, model: str) -> list[dict]:
     """The finished (status ok) cells of ``model`` on ``dataset``, in seed order."""
-    paths = sorted((Path(out) / dataset / "cells").glob(f"{model}-seed*.json"))
-    return [c for c in (json.loads(p.read_text()) for p in paths) if c.get("status") == "ok"]
+    return [c for c in read_cells(out, dataset, model) if c.get("status") == "ok"]
 
 
 def _valid_metric(cell: dict) -> str | None:
