@@ -117,13 +117,14 @@ class SIDRecommender(GeneralRecommender):
         user_codes = self.current_user_codes()
         return self.scorer.user_vectors(users, None if user_codes is None else user_codes[users])
 
-    def calculate_loss(self, interaction):
-        users = interaction[self.USER_ID]
+    def rec_loss(self, users, pos_items, neg_items) -> torch.Tensor:
+        """``L_rec``: BPR of the shared SID scorer on the current SIDs (items and, for DAS, users)."""
         codes = self.current_item_codes()
-        user_vec = self._user_vectors(users)
-        pos = self.scorer.item_vectors(codes[interaction[self.ITEM_ID]])
-        neg = self.scorer.item_vectors(codes[interaction[self.NEG_ITEM_ID]])
-        loss = self.scorer.bpr_loss(user_vec, pos, neg)
+        return self.scorer.bpr_loss(self._user_vectors(users), self.scorer.item_vectors(codes[pos_items]),
+                                    self.scorer.item_vectors(codes[neg_items]))
+
+    def calculate_loss(self, interaction):
+        loss = self.rec_loss(interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
         extra = self.extra_loss(interaction)
         return loss if extra is None else loss + extra
 

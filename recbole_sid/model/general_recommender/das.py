@@ -249,7 +249,7 @@ class DAS(SIDRecommender):
         """
         users, pos, neg = interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID]
         if self.sids_frozen:  # only the top-k head still learns; UISM/ICDM/MDAM can no longer change a SID
-            return {"rec": self._rec_loss(users, pos, neg)}
+            return {"rec": self.rec_loss(users, pos, neg)}
         a = min(len(users), self.align_batch_size)
         u_a, i_a = users[:a], pos[:a]
         item_rows, user_rows = i_a, u_a
@@ -263,7 +263,7 @@ class DAS(SIDRecommender):
 
         terms = {}
         # shared SID scorer (top-k head): item = its SID code embeddings, user = ID + its user-SID embeddings
-        terms["rec"] = self._rec_loss(users, pos, neg)
+        terms["rec"] = self.rec_loss(users, pos, neg)
         # UISM: L_sem = reconstruction + codebook + commitment, both sides
         terms["sem_item"] = item_out.loss
         terms["sem_user"] = user_out.loss
@@ -281,12 +281,6 @@ class DAS(SIDRecommender):
             terms["align_cooc_i2i"] = self.beta * self.mdam.cooccurrence(z_i[:a], z_i[a:], i_a, cooc_items >= 0)
             terms["align_cooc_u2u"] = self.beta * self.mdam.cooccurrence(z_u[:a], z_u[a:], u_a, cooc_users >= 0)
         return terms
-
-    def _rec_loss(self, users, pos, neg):
-        """``L_rec``: BPR of the shared SID scorer on the stored SIDs."""
-        user_vec = self.scorer.user_vectors(users, self.user_codes[users])
-        return self.scorer.bpr_loss(user_vec, self.scorer.item_vectors(self.item_codes[pos]),
-                                    self.scorer.item_vectors(self.item_codes[neg]))
 
     def calculate_loss(self, interaction):
         return sum(self.loss_terms(interaction).values())
