@@ -22,7 +22,7 @@ from recbole.config.configurator import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_sid.exceptions import ConfigError
-from recbole_sid.utils import get_model, properties_dir, registered_yaml
+from recbole_sid.utils import canonical_model_name, get_model, properties_dir, registered_yaml
 
 #: quick-start yaml of the plugin applied by model type (after RecBole's own quick-start yaml).
 _QUICK_START_BY_TYPE = {
@@ -124,7 +124,9 @@ class Config(RecBoleConfig):
             if model is None:
                 raise ConfigError("No model given: pass model=..., --model=NAME or 'model' in a config file.")
         if isinstance(model, str):
-            final_model, final_model_class = model, get_model(model)
+            final_model, final_model_class = canonical_model_name(model), get_model(model)
+            if final_model != model:
+                self.notices.append(f"model '{model}' is an old name of '{final_model}'; running {final_model}")
         else:
             final_model, final_model_class = model.__name__, model
         if dataset is None:

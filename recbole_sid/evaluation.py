@@ -32,13 +32,35 @@ def subset_loader(loader, keep: torch.Tensor):
     return type(loader)(loader.config, subset, loader._sampler, shuffle=False)
 
 
-def warm_cold_loaders(config, dataset, test_data) -> dict:
-    """``{"warm": loader, "cold": loader}`` over the test rows of warm / cold items ({} without a cold split)."""
-    if cold_items_source(config) is None:
+def cold_items_in_training(mask: torch.Tensor, train_data) -> int:
+    """How many of the listed cold items have a training row (0 on a real cold split)."""
+    train = train_data._dataset if hasattr(train_data, "_dataset") else train_data
+    items = torch.as_tensor(train.inter_feat[train.iid_field])
+    return int(torch.unique(items[mask[items]]).numel())
+
+
+def warm_cold_loaders(config, dataset, test_data, train_data=None) -> dict:
+    """``{"warm": loader, "cold": loader}`` over the test rows of warm / cold items ({} without a cold split).
+
+    With ``train_data``, a cold list whose items appear in training (e.g. a ``.cold_items`` file beside the
+    dataset but a random split, no ``benchmark_filename``) gives no breakdown, with a warning: "cold" metrics on
+    items the model was trained on would be wrong.
+    """
+    source = cold_items_source(config)
+    if source is None:
         return {}
     if config["cold_items_file"] is None:
-        config["cold_items_file"] = cold_items_source(config)
+        config["cold_items_file"] = source
     mask = cold_item_mask(config, dataset)
+    if train_data is not None:
+        leaked = cold_items_in_training(mask, train_data)
+        if leaked:
+            getLogger().warning(
+                f"{source}: {leaked} of the {int(mask.sum())} listed cold items have training rows in this run's "
+                f"split (benchmark_filename: {config['benchmark_filename']}), so they are not cold here: no "
+                f"warm/cold breakdown is reported. Use the benchmark files written with the list "
+                f"(benchmark_filename: [train, valid, test]) or remove the list.")
+            return {}
     items = test_data._dataset.inter_feat[test_data._dataset.iid_field]
     is_cold = mask[items]
     loaders = {}
@@ -50,10 +72,10 @@ def warm_cold_loaders(config, dataset, test_data) -> dict:
     return loaders
 
 
-def evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=False) -> dict:
+def evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=False, train_data=None) -> dict:
     """``{"test_result_warm": ..., "test_result_cold": ...}`` with the trainer's current (best) model."""
     results = {}
-    for name, loader in warm_cold_loaders(config, dataset, test_data).items():
+    for name, loader in warm_cold_loaders(config, dataset, test_data, train_data).items():
         results[f"test_result_{name}"] = trainer.evaluate(loader, load_best_model=False, show_progress=show_progress)
         results[f"test_rows_{name}"] = len(loader._dataset.inter_feat)
     return results

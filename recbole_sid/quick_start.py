@@ -22,6 +22,7 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 from recbole_sid.config import Config
 from recbole_sid.evaluation import evaluate_warm_cold
 from recbole_sid.exceptions import ConfigError, DatasetNotFoundError
+from recbole_sid.runs import name_run
 from recbole_sid.utils import get_model, get_trainer
 
 
@@ -106,6 +107,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     _log_flops(model, dataset, config, logger)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    name_run(trainer, config)  # a checkpoint file of this run's own (RecBole's name is only to the second)
     valid_curve, epoch_seconds = [], []
     _time_training_epochs(trainer, epoch_seconds)
     fit_start = time.perf_counter()
@@ -115,7 +117,8 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     )
     train_seconds = time.perf_counter() - fit_start
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    breakdown = evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=config["show_progress"])
+    breakdown = evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=config["show_progress"],
+                                   train_data=train_data)
 
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())

@@ -20,6 +20,13 @@ MODEL_SUBMODULES = (
 )
 #: RecBole's exlib models need lightgbm / xgboost; their package is only imported for these names.
 _EXLIB_MODELS = {"lightgbm": "LightGBM", "xgboost": "XGBoost"}
+#: old names of plugin models -> the paper-named model they now resolve to
+MODEL_ALIASES = {"QuantAlign": "LETTER", "AlignQuant": "QARM"}
+
+
+def canonical_model_name(model_name: str) -> str:
+    """The model a (possibly old) name resolves to: ``QuantAlign`` -> ``LETTER``, ``AlignQuant`` -> ``QARM``."""
+    return MODEL_ALIASES.get(model_name, model_name) if model_name not in _REGISTRY else model_name
 
 
 @dataclass
@@ -167,6 +174,7 @@ def get_model(model_name: str) -> type:
         raise ModelNotFoundError(f"model must be a non-empty model name, got {model_name!r}")
     if model_name in _REGISTRY:
         return _REGISTRY[model_name].model_class
+    model_name = canonical_model_name(model_name)
     for package in ("recbole_sid.model", "recbole.model"):
         module = _find_module(package, model_name)
         if module is not None:
@@ -193,9 +201,15 @@ def get_trainer(model_type, model_name: str) -> type:
     reg = _REGISTRY.get(model_name)
     if reg is not None and reg.trainer_class is not None:
         return reg.trainer_class
+    model_name = canonical_model_name(model_name)
     trainer_module = importlib.import_module("recbole_sid.trainer")
     if hasattr(trainer_module, model_name + "Trainer"):
         return getattr(trainer_module, model_name + "Trainer")
+    if reg is not None:
+        from recbole_sid.model.abstract_recommender import SIDRecommender
+
+        if issubclass(reg.model_class, SIDRecommender):  # phase 1 (tokenizer) needs the SID trainer
+            return trainer_module.SIDTrainer
     from recbole.utils import get_trainer as recbole_get_trainer
 
     return recbole_get_trainer(model_type, model_name)

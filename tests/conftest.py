@@ -86,6 +86,9 @@ TINY_SID_CONFIG = {
     "sid_levels": 2, "sid_codebook_size": 8, "embedding_size": 16, "sid_code_dim": 8,
     "rqvae_hidden_dims": [16], "tokenizer_epochs": 3, "tokenizer_batch_size": 32, "cf_epochs": 2,
     "adapter_epochs": 2, "cf_embedding_size": 8, "user_sid_levels": 2, "user_sid_codebook_size": 8,
-    "semantic_dim": 16, "epochs": 2, "train_batch_size": 128, "das_align_batch_size": 64,
+    "semantic_dim": 16, "epochs": 2, "train_batch_size": 128, "das_batch_size": 64,
+    "das_rqvae_pretrain_epochs": 2, "das_icdm_pretrain_epochs": 2, "das_joint_epochs": 2,
     "show_progress": False, "eval_batch_size": 4096, "kmeans_iters": 5,
 }
+#: every SID model of the plugin (each is a tokenizer + the shared SID head)
+SID_MODELS = ["RQKMeans", "RQVAE", "LETTER", "QARM", "DAS"]

@@ -270,6 +270,29 @@ def test_dead_code_reseeding_changes_exactly_the_dead_codes():
     assert int(rq.code_usage().sum()) == 0  # counts restart
 
 
+def test_dead_codes_counted_over_every_row_not_the_sampled_batch():
+    """``recount=True`` counts usage by assigning every row given (e.g. all items once per epoch): a code that only
+    rare rows use, absent from the training batches, is not dead and keeps its vector."""
+    rq = _rq(dead_code_threshold=1, codebook_size=16)
+    x = torch.from_numpy(_data(n=400))
+    rq.init_codebooks(x)
+    rq(x[:20])  # a training forward that saw only a few rows: by its counts many codes look dead
+    looks_dead = int((rq.code_usage() < 1).sum())
+    before = [cb.weight.detach().clone() for cb in rq.codebooks]
+    from recbole_sid.quantization import assign_residual
+
+    codes = assign_residual(x, [cb.weight for cb in rq.codebooks])
+    used_by_all = torch.zeros(rq.num_levels, rq.codebook_size, dtype=torch.bool)
+    for level in range(rq.num_levels):
+        used_by_all[level, codes[:, level]] = True
+    n = rq.reseed_dead_codes(x, recount=True)
+    assert looks_dead > n  # codes of rows outside the batch are not re-seeded
+    level1_changed = (rq.codebooks[0].weight.detach() != before[0]).any(dim=1)
+    assert not bool((level1_changed & used_by_all[0]).any())  # a level-1 code any row uses keeps its vector
+    assert n == int((~used_by_all[0]).sum()) + int(sum(  # later levels: counted on the updated residuals
+        (cb.weight.detach() != b).any(dim=1).sum() for cb, b in zip(rq.codebooks[1:], before[1:])))
+
+
 def test_no_reseeding_without_threshold():
     rq = _rq(dead_code_threshold=0)
     x = torch.from_numpy(_data(n=100))

@@ -1,149 +1,115 @@
-"""``SIDRecommender``: base class of every semantic-ID tokenizer model of the plugin.
+"""``SIDRecommender``: the base class of every SID model of the plugin, in two phases.
 
-A tokenizer turns item (and user) semantic embeddings into SIDs; the shared :class:`SIDScorer` turns SIDs into
-top-k scores, trained with BPR inside RecBole's usual training loop. Subclasses implement
-:meth:`fit_tokenizer` (stages that run before the loop; nothing for one-stage models) and may add loss terms
-with :meth:`extra_loss`. After training, :meth:`export_sids` writes ``NAME.itemsid`` (+ ``NAME.usersid``) and
-``NAME-<Model>.sid_quality.json``.
+Phase 1 (:meth:`fit_tokenizer`, run once by ``SIDTrainer`` before RecBole's loop): the model's tokenizer
+(``recbole_sid.tokenizers``) turns semantic embeddings and the training split into item (and user) SIDs, which are
+then frozen. Phase 2 (RecBole's own training loop, early stopping and evaluation): the shared :class:`SIDHead`
+is trained on the frozen SIDs with BPR. A subclass only names its tokenizer (``tokenizer_class``); the head, its
+options (``sid_head_id``, ``sid_head_init``) and its size are the same for every SID model.
 """
 from __future__ import annotations
 
-import json
 from logging import getLogger
-from pathlib import Path
 
 import numpy as np
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
-from recbole_sid.atomic_io import atomic_write, write_sids
-from recbole_sid.data.semantic import item_semantic_embeddings
-from recbole_sid.exceptions import ConfigError
-from recbole_sid.model.layers import SIDScorer
-from recbole_sid.quantization import add_dedup_level, check_quantizer_params
-from recbole_sid.quantization.unique import unique_last_level
+from recbole_sid.data.semantic import item_semantic_embeddings, user_semantic_embeddings
+from recbole_sid.model.layers import HEAD_INITS, SIDHead
+from recbole_sid.tokenizers.base import PhaseLog, Tokenizer, TokenizerInput, TokenizerOutput, cfg, cfg_choice
+from recbole_sid.tokenizers.stages import training_pairs
 
 
 class SIDRecommender(GeneralRecommender):
-    """Item SIDs from semantic embeddings, scored by the shared SID scorer (BPR, full-sort top-k)."""
+    """Tokenizer (phase 1) -> frozen SIDs -> the shared SID head (phase 2, BPR, full-sort top-k)."""
 
     input_type = InputType.PAIRWISE
-    #: number of user SID levels (0: the model has no user SIDs)
-    user_sid_levels = 0
+    #: the phase-1 tokenizer of this model (a ``recbole_sid.tokenizers.Tokenizer`` subclass)
+    tokenizer_class: type[Tokenizer] = Tokenizer
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        self.sid_levels = int(config["sid_levels"])
-        self.codebook_size = int(config["sid_codebook_size"])
+        self.tokenizer = self.tokenizer_class(config, self.n_users, self.n_items)  # reads and checks its keys
+        self.sid_levels, self.codebook_size = self.tokenizer.num_levels, self.tokenizer.codebook_size
         self.embedding_size = int(config["embedding_size"])
-        check_quantizer_params(self.sid_levels, self.codebook_size, n_items=self.n_items - 1)
-        self.seed = int(config["seed"])
-        self.dedup_max = config["sid_dedup_max"]
-        self.quality_k = int(config["sid_quality_k"] or 10)
-        self.sid_export = bool(config["sid_export"])
-        self.last_level = config["sid_last_level"]
-        if self.last_level not in ("unique", "greedy"):
-            raise ConfigError(f"config key 'sid_last_level' must be 'unique' or 'greedy', got {self.last_level!r}")
-        #: collision rate of the plain greedy codes, per side, before the collision-aware last level
-        self.greedy_collision_rate: dict[str, float] = {}
-        self.export_dir = config["sid_export_dir"] or config["checkpoint_dir"]
-        self.dataset_name = config["dataset"]
-        self.model_name = config["model"] if isinstance(config["model"], str) else type(self).__name__
+        self.head_init = cfg_choice(config, "sid_head_init", HEAD_INITS, "random")
+        self.register_buffer("item_codes", torch.zeros(self.n_items, self.sid_levels, dtype=torch.long))
+        if self.tokenizer.has_user_sids:
+            self.register_buffer("user_codes", torch.zeros(self.n_users, self.tokenizer.user_levels,
+                                                           dtype=torch.long))
+        self.register_buffer("tokenizer_fitted", torch.tensor(False))
+        self.head = SIDHead(self.n_users, self.n_items, self.sid_levels, self.codebook_size, self.embedding_size,
+                            use_item_id=bool(cfg(config, "sid_head_id", False)))
+        train_users, train_items = training_pairs(dataset)  # the model's dataset is RecBole's TRAINING split
+        self.head.warm[train_items] = True
+        item_sem = item_semantic_embeddings(config, dataset)
+        user_sem = user_semantic_embeddings(config, dataset, item_sem) if self.tokenizer.has_user_sids else None
+        #: what phase 1 reads (plain tensors, not part of the checkpoint)
+        self.tokenizer_input = TokenizerInput(item_sem=item_sem, user_sem=user_sem, train_users=train_users,
+                                              train_items=train_items, n_users=self.n_users, n_items=self.n_items)
         self.item_tokens = np.asarray(dataset.field2id_token[self.ITEM_ID])
         self.user_tokens = np.asarray(dataset.field2id_token[self.USER_ID])
-
-        self.register_buffer("item_sem", item_semantic_embeddings(config, dataset), persistent=False)
-        self.register_buffer("item_codes", torch.zeros(self.n_items, self.sid_levels, dtype=torch.long))
-        self.register_buffer("tokenizer_fitted", torch.tensor(False))
         self._eval_item_vectors = None
-        self.scorer = SIDScorer(self.n_users, self.sid_levels, self.codebook_size, self.embedding_size,
-                                **self.scorer_user_args(config))
 
-    # --- hooks for subclasses ------------------------------------------------------------------------------
-    def scorer_user_args(self, config) -> dict:
-        """Extra arguments of the scorer's user side (DAS adds user SID levels)."""
-        return {}
+    # --- phase 1 -------------------------------------------------------------------------------------------
+    def fit_tokenizer(self, train_data=None, valid_data=None, tensorboard=None) -> TokenizerOutput:
+        """Run the tokenizer once and freeze its SIDs in ``item_codes`` (and ``user_codes``). ``valid_data`` feeds
+        a tokenizer's own stopping rule (DAS); the head's code embeddings start from the tokenizer's codebooks
+        when ``sid_head_init: codebook``."""
+        data = self.tokenizer_input
+        device = self.item_codes.device
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in vars(data).items()}
+        data = TokenizerInput(**moved)
+        data.tensorboard = tensorboard
+        if valid_data is not None:
+            inter = valid_data._dataset.inter_feat
+            data.valid_users = torch.as_tensor(np.asarray(inter[self.USER_ID]), dtype=torch.long, device=device)
+            data.valid_items = torch.as_tensor(np.asarray(inter[self.ITEM_ID]), dtype=torch.long, device=device)
+        output = self.tokenizer.fit(data, PhaseLog(tensorboard))
+        self.set_sids(output)
+        return output
 
-    def fit_tokenizer(self, train_data) -> None:
-        """Stages before RecBole's training loop; must set ``item_codes`` (rows 1..n_items-1)."""
-        raise NotImplementedError
-
-    def extra_loss(self, interaction) -> torch.Tensor | None:
-        """Loss terms added to the scorer's BPR in the training loop (e.g. QuantAlign's alignment)."""
-        return None
-
-    def current_item_codes(self) -> torch.Tensor:
-        """Item codes used for scoring (one-stage models recompute them from their quantizer)."""
-        return self.item_codes
-
-    def current_user_codes(self) -> torch.Tensor | None:
-        return None
-
-    def item_reconstructions(self) -> np.ndarray | None:
-        """Reconstruction of each real item's semantic embedding from its SID (for the quality report)."""
-        return None
-
-    # --- shared helpers ------------------------------------------------------------------------------------
-    def set_item_codes(self, codes) -> None:
-        """Store the SIDs of items 1..n_items-1 (row 0 is RecBole's padding item)."""
-        codes = torch.as_tensor(np.asarray(codes), dtype=torch.long, device=self.item_codes.device)
-        if codes.shape != (self.n_items - 1, self.sid_levels):
-            raise ValueError(f"expected codes of shape {(self.n_items - 1, self.sid_levels)}, got {tuple(codes.shape)}")
+    @torch.no_grad()
+    def set_sids(self, output: TokenizerOutput) -> None:
+        """Store (freeze) the tokenizer's SIDs; row 0 is RecBole's padding entity."""
+        codes = torch.as_tensor(np.asarray(output.items.codes), dtype=torch.long, device=self.item_codes.device)
+        if tuple(codes.shape) != (self.n_items - 1, self.sid_levels):
+            raise ValueError(f"expected item SIDs of shape {(self.n_items - 1, self.sid_levels)}, got {tuple(codes.shape)}")
         self.item_codes[1:] = codes
+        if self.tokenizer.has_user_sids and output.users is not None:
+            self.user_codes[1:] = torch.as_tensor(np.asarray(output.users.codes), dtype=torch.long,
+                                                  device=self.user_codes.device)
+        if self.head_init == "codebook":
+            self.head.init_from_codebooks(output.items.codebooks)
+            getLogger().info("SID head: code embeddings initialised from the tokenizer's codebooks")
         self.tokenizer_fitted.fill_(True)
+        self._eval_item_vectors = None
 
-    def finalize_codes(self, x, codebooks, codes, side: str = "item") -> np.ndarray:
-        """Greedy codes -> the stored SIDs: with ``sid_last_level: unique`` the last level of colliding items is
-        re-assigned to distinct codes (``recbole_sid.quantization.unique_last_level``); the greedy collision rate
-        is kept for the quality report either way."""
-        from recbole_sid.quality import collision_rate
-
-        x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        codebooks = [cb.detach().cpu().numpy() if isinstance(cb, torch.Tensor) else np.asarray(cb) for cb in codebooks]
-        codes = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
-        self.greedy_collision_rate[side] = float(collision_rate(codes))
-        if self.last_level == "unique":
-            codes, changed = unique_last_level(x, codebooks, codes)
-            if changed:
-                getLogger().debug(f"{side} SIDs: collision-aware last level re-assigned {changed} codes")
-        return codes
-
-    def real_item_embeddings(self) -> torch.Tensor:
-        return self.item_sem[1:]
-
-    # --- RecBole model contract ----------------------------------------------------------------------------
-    def _user_vectors(self, users):
-        user_codes = self.current_user_codes()
-        return self.scorer.user_vectors(users, None if user_codes is None else user_codes[users])
-
-    def rec_loss(self, users, pos_items, neg_items) -> torch.Tensor:
-        """``L_rec``: BPR of the shared SID scorer on the current SIDs (items and, for DAS, users)."""
-        codes = self.current_item_codes()
-        return self.scorer.bpr_loss(self._user_vectors(users), self.scorer.item_vectors(codes[pos_items]),
-                                    self.scorer.item_vectors(codes[neg_items]))
+    # --- phase 2: the RecBole model contract ---------------------------------------------------------------
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        return self.head.item_vectors(items, self.item_codes[items])
 
     def calculate_loss(self, interaction):
-        loss = self.rec_loss(interaction[self.USER_ID], interaction[self.ITEM_ID], interaction[self.NEG_ITEM_ID])
-        extra = self.extra_loss(interaction)
-        return loss if extra is None else loss + extra
+        users = self.head.user_vectors(interaction[self.USER_ID])
+        return self.head.bpr_loss(users, self.item_vectors(interaction[self.ITEM_ID]),
+                                  self.item_vectors(interaction[self.NEG_ITEM_ID]))
 
     def predict(self, interaction):
-        codes = self.current_item_codes()
-        user_vec = self._user_vectors(interaction[self.USER_ID])
-        return (user_vec * self.scorer.item_vectors(codes[interaction[self.ITEM_ID]])).sum(-1)
+        users = self.head.user_vectors(interaction[self.USER_ID])
+        return (users * self.item_vectors(interaction[self.ITEM_ID])).sum(-1)
 
     def full_sort_predict(self, interaction):
-        user_vec = self._user_vectors(interaction[self.USER_ID])
-        return (user_vec @ self._all_item_vectors().T).view(-1)
+        users = self.head.user_vectors(interaction[self.USER_ID])
+        return (users @ self._all_item_vectors().T).view(-1)
 
     def _all_item_vectors(self) -> torch.Tensor:
-        """Every item's scorer vector; in eval mode computed once per evaluation (cleared by ``train()``)."""
+        """Every item's head vector; in eval mode computed once per evaluation (cleared by ``train()``)."""
         if self.training:
-            return self.scorer.item_vectors(self.current_item_codes())
+            return self.item_vectors(torch.arange(self.n_items, device=self.item_codes.device))
         if self._eval_item_vectors is None:
             with torch.no_grad():
-                self._eval_item_vectors = self.scorer.item_vectors(self.current_item_codes())
+                self._eval_item_vectors = self.item_vectors(torch.arange(self.n_items, device=self.item_codes.device))
         return self._eval_item_vectors
 
     def train(self, mode: bool = True):
@@ -153,50 +119,3 @@ class SIDRecommender(GeneralRecommender):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         self._eval_item_vectors = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
-
-    # --- export --------------------------------------------------------------------------------------------
-    def _quality(self, codes_with_dedup, embeddings, reconstructions):
-        from recbole_sid.quality import sid_quality
-
-        return sid_quality(codes_with_dedup, codebook_size=self.codebook_size, has_dedup_level=True,
-                           embeddings=embeddings, reconstructions=reconstructions, k=self.quality_k)
-
-    @torch.no_grad()
-    def export_sids(self, directory=None) -> dict:
-        """Write ``NAME.itemsid`` (+ ``NAME.usersid``) with a dedup level and ``NAME-<Model>.sid_quality.json``."""
-        logger = getLogger()
-        directory = Path(directory or self.export_dir)
-        item_codes = self.current_item_codes()[1:].cpu().numpy()
-        try:
-            item_full, item_dedup = add_dedup_level(item_codes, max_size=self.dedup_max)
-        except Exception as exc:
-            raise ConfigError(f"sid_dedup_max={self.dedup_max}: {exc}") from exc
-        files = {"itemsid": str(write_sids(directory / f"{self.dataset_name}.itemsid", self.item_tokens[1:],
-                                           item_full, id_field=self.ITEM_ID))}
-        report = {"model": self.model_name, "dataset": self.dataset_name,
-                  "items": self._quality(item_full, self.real_item_embeddings().cpu().numpy(),
-                                         self.item_reconstructions()).to_dict()}
-        report["items"]["dedup_size"] = int(item_dedup)
-        report["items"]["sid_last_level"] = self.last_level
-        report["items"]["collision_rate_greedy"] = self.greedy_collision_rate.get("item")
-        user_codes = self.current_user_codes()
-        if user_codes is not None:
-            codes = user_codes[1:].cpu().numpy()
-            user_full, user_dedup = add_dedup_level(codes, max_size=self.dedup_max)
-            files["usersid"] = str(write_sids(directory / f"{self.dataset_name}.usersid", self.user_tokens[1:],
-                                              user_full, id_field=self.USER_ID))
-            report["users"] = self._quality(user_full, None, None).to_dict()
-            report["users"]["dedup_size"] = int(user_dedup)
-            report["users"]["collision_rate_greedy"] = self.greedy_collision_rate.get("user")
-        quality_path = directory / f"{self.dataset_name}-{self.model_name}.sid_quality.json"
-        with atomic_write(quality_path) as f:
-            json.dump(report, f, indent=2, default=float)
-        files["quality"] = str(quality_path)
-        items = report["items"]
-        logger.info(f"SIDs exported: {', '.join(files.values())}")
-        logger.info(f"item SID quality: collision rate before dedup {items.get('collision_rate')}, "
-                    f"(greedy {items['collision_rate_greedy']}), "
-                    f"level-1 usage {items['levels'][0]['usage'] if items.get('levels') else 'n/a'}, "
-                    f"dedup size {item_dedup}")
-        return {"sid_files": files, "sid_quality": report}
-

@@ -1,68 +1,104 @@
-"""Reusable layers of the plugin's models: the shared SID scorer and InfoNCE."""
+"""Reusable layers of the plugin's models: the SID head every tokenizer shares, and InfoNCE."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+#: ``sid_head_init`` values: how the head's code embeddings start
+HEAD_INITS = ("random", "codebook")
 
-class SIDScorer(nn.Module):
-    """Shared top-k scorer: item vector = sum of its SID code embeddings, user vector = ID (+ user SID) embedding.
 
-    Every tokenizer (RQKMeans, RQVAE, QuantAlign, AlignQuant, DAS) scores through this module, so tokenizers are
-    compared on equal terms and an item never seen in training still gets a real score from its codes.
-    Codes of level ``l`` index rows ``l * K + code`` of one table. A dedup level, if any, is not scored: its
-    codes carry no meaning shared between items.
+class SIDHead(nn.Module):
+    """The phase-2 top-k head of every SID model: item vector = sum of its (frozen) SID code embeddings, plus its
+    item-ID embedding when ``use_item_id`` and the item has training rows (the ``+id`` hybrid); user vector = user-ID
+    embedding; score = dot product, trained with BPR in RecBole's loop.
+
+    Every tokenizer (RQKMeans, RQVAE, LETTER, QARM, DAS) scores through this one class with the same size, so a
+    leaderboard row differs from another only by its tokenizer. Codes of level ``l`` index rows ``l * K + code`` of
+    one table; a dedup level, if any, is never scored (its codes mean nothing shared between items). A cold item
+    (no training row) is scored from its codes alone, also with ``use_item_id``.
     """
 
-    def __init__(self, n_users: int, num_levels: int, codebook_size: int, dim: int,
-                 user_levels: int = 0, user_codebook_size: int = 0, use_user_id: bool = True):
+    def __init__(self, n_users: int, n_items: int, num_levels: int, codebook_size: int, dim: int,
+                 use_item_id: bool = False):
         super().__init__()
         self.num_levels, self.codebook_size, self.dim = num_levels, codebook_size, dim
         self.code_emb = nn.Embedding(num_levels * codebook_size, dim)
-        self.user_emb = nn.Embedding(n_users, dim) if use_user_id else None
-        self.user_levels, self.user_codebook_size = user_levels, user_codebook_size
-        self.user_code_emb = nn.Embedding(user_levels * user_codebook_size, dim) if user_levels else None
+        self.user_emb = nn.Embedding(n_users, dim)
+        self.item_id_emb = nn.Embedding(n_items, dim) if use_item_id else None
         self.register_buffer("_level_offsets", torch.arange(num_levels) * codebook_size, persistent=False)
-        if user_levels:
-            self.register_buffer("_user_offsets", torch.arange(user_levels) * user_codebook_size, persistent=False)
+        #: items with at least one training row (only they get an ID embedding with ``use_item_id``)
+        self.register_buffer("warm", torch.zeros(n_items, dtype=torch.bool))
+        self.init_std = 0.1 / max(1, num_levels) ** 0.5
         for module in self.modules():
             if isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, std=0.1 / max(1, num_levels) ** 0.5)
+                nn.init.normal_(module.weight, std=self.init_std)
 
-    def item_vectors(self, codes: torch.Tensor) -> torch.Tensor:
-        """``codes [N, >= L]`` -> ``[N, dim]`` (sum over the first ``num_levels`` levels)."""
+    def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """``codes [N, >= L]`` -> ``[N, dim]``: the sum of the code embeddings of the first ``num_levels`` levels."""
         return self.code_emb(codes[:, : self.num_levels] + self._level_offsets).sum(dim=1)
 
-    def user_vectors(self, user_ids: torch.Tensor, user_codes: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, dim]`` from the user ID embedding and, when the scorer has user levels, the user's SID codes."""
-        parts = []
-        if self.user_emb is not None:
-            parts.append(self.user_emb(user_ids))
-        if self.user_code_emb is not None:
-            if user_codes is None:
-                raise ValueError("this scorer has user SID levels: pass user_codes")
-            parts.append(self.user_code_emb(user_codes[:, : self.user_levels] + self._user_offsets).sum(dim=1))
-        return torch.stack(parts).sum(dim=0)
+    def item_vectors(self, items: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Vectors of ``items`` whose SIDs are ``codes`` (the rows of the model's code table for those items)."""
+        vec = self.code_vectors(codes)
+        if self.item_id_emb is not None:
+            vec = vec + self.item_id_emb(items) * self.warm[items].unsqueeze(-1).to(vec.dtype)
+        return vec
+
+    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_emb(users)
 
     @staticmethod
     def bpr_loss(user_vec, pos_vec, neg_vec) -> torch.Tensor:
         """Bayesian personalised ranking loss on dot-product scores."""
         return -F.logsigmoid((user_vec * pos_vec).sum(-1) - (user_vec * neg_vec).sum(-1)).mean()
 
+    @torch.no_grad()
+    def init_from_codebooks(self, codebooks) -> None:
+        """``sid_head_init: codebook``: start the code embeddings from the tokenizer's codebooks (L arrays [K, d]).
+
+        One linear map P (d -> dim) is applied to every code vector, so an item's initial vector is P of its
+        quantized vector (the sum of its code vectors): the top-``dim`` right singular vectors of the stacked
+        codebooks when d > dim, zero padding when d < dim. The table is then scaled to the random init's std.
+        """
+        stacked = np.concatenate([np.asarray(cb, dtype=np.float64) for cb in codebooks], axis=0)
+        if stacked.shape[0] != self.code_emb.num_embeddings:
+            raise ValueError(f"codebooks hold {stacked.shape[0]} codes, the head has {self.code_emb.num_embeddings}")
+        d = stacked.shape[1]
+        if d > self.dim:
+            _, _, vt = np.linalg.svd(stacked, full_matrices=False)
+            mapped = stacked @ vt[: self.dim].T
+        else:
+            mapped = np.zeros((stacked.shape[0], self.dim))
+            mapped[:, :d] = stacked
+        std = mapped.std()
+        if std > 0:
+            mapped *= self.init_std / std
+        self.code_emb.weight.copy_(torch.as_tensor(mapped, dtype=self.code_emb.weight.dtype))
+
 
 def info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.1, ids: torch.Tensor | None = None,
-             symmetric: bool = True) -> torch.Tensor:
+             symmetric: bool = True, key_ids: torch.Tensor | None = None) -> torch.Tensor:
     """InfoNCE with in-batch negatives between row-aligned ``query`` and ``key`` (cosine similarity / temperature).
 
-    ``ids`` (optional, [B]): rows with the same id are the same entity, so they are not used as each other's
-    negatives (duplicates in a batch would otherwise be pushed apart from themselves).
+    ``ids`` / ``key_ids`` (optional, [B]): the entity of each query row / key row. A pair (r, c), r != c, is not
+    used as a negative when the queries are the same entity (``ids[r] == ids[c]``) or the keys are
+    (``key_ids[r] == key_ids[c]``): a repeated entity would otherwise be pushed away from itself. ``key_ids``
+    defaults to ``ids`` (both sides hold the same entities, e.g. an item's SID vector and its CF embedding).
     """
     q = F.normalize(query, dim=-1)
     k = F.normalize(key, dim=-1)
     logits = q @ k.T / temperature
-    if ids is not None:
-        same = ids.unsqueeze(0) == ids.unsqueeze(1)
+    if key_ids is None:
+        key_ids = ids
+    same = None
+    for side in (ids, key_ids):
+        if side is not None:
+            eq = side.unsqueeze(0) == side.unsqueeze(1)
+            same = eq if same is None else same | eq
+    if same is not None:
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same, float("-inf"))
     labels = torch.arange(q.shape[0], device=q.device)

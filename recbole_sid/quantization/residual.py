@@ -196,10 +196,13 @@ class ResidualQuantizer(nn.Module):
         self.kmeans_init_calls += 1
 
     @torch.no_grad()
-    def reseed_dead_codes(self, x) -> int:
+    def reseed_dead_codes(self, x, recount: bool = False) -> int:
         """Re-seed codes used fewer than ``dead_code_threshold`` times since the last call (per ``usage_counts``)
         with random residuals of ``x`` at their level (levels in order, so later levels see the updated
-        residuals). Resets the counts. Returns how many codes were re-seeded (0 when the threshold is 0)."""
+        residuals). Resets the counts. Returns how many codes were re-seeded (0 when the threshold is 0).
+
+        ``recount=True``: usage is counted by assigning every row of ``x`` now (e.g. all items, once per epoch)
+        instead of the training forwards since the last call, which only saw the rows that training sampled."""
         if self.dead_code_threshold <= 0:
             self.usage_counts.zero_()
             return 0
@@ -208,7 +211,12 @@ class ResidualQuantizer(nn.Module):
         r = x.detach().to(weight0.device, weight0.dtype).clone()
         reseeded = 0
         for level, cb in enumerate(self.codebooks):
-            dead = torch.nonzero(self.usage_counts[level] < self.dead_code_threshold).flatten()
+            if recount:
+                usage = torch.bincount(nearest_code(r.clone(), cb.weight, batch_size=self.batch_size,
+                                                    distance=self.distance), minlength=self.codebook_size)
+            else:
+                usage = self.usage_counts[level]
+            dead = torch.nonzero(usage.to(self.usage_counts.device) < self.dead_code_threshold).flatten()
             if dead.numel():
                 n = r.shape[0]
                 if n >= dead.numel():
@@ -218,9 +226,9 @@ class ResidualQuantizer(nn.Module):
                 cb.weight.data[dead.to(cb.weight.device)] = r[pick.to(r.device)]
                 reseeded += int(dead.numel())
             nearest_code(r, cb.weight, batch_size=self.batch_size, distance=self.distance, subtract=True)
-        if reseeded:
-            logger.info("ResidualQuantizer: re-seeded %d dead codes (used < %d times)", reseeded,
-                        self.dead_code_threshold)
+        if reseeded:  # callers log one summary per epoch
+            logger.debug("ResidualQuantizer: re-seeded %d dead codes (used < %d times)", reseeded,
+                         self.dead_code_threshold)
         self.usage_counts.zero_()
         return reseeded
 

@@ -1,6 +1,6 @@
 """TIGER-style RQ-VAE: encoder MLP -> residual quantizer -> decoder MLP (Rajput et al. 2023).
 
-``loss = recon_loss (MSE) + codebook_loss + commitment_loss``. The decoder sees the straight-through quantized
+``loss = recon_loss (MSE / recon_scale) + codebook_loss + commitment_loss``. The decoder sees the straight-through quantized
 latent, so the reconstruction gradient reaches the encoder; the codebooks learn from ``codebook_loss``.
 """
 from __future__ import annotations
@@ -67,6 +67,19 @@ class RQVAE(nn.Module):
             self.decoder = mlp([self.code_dim, *reversed(hidden_dims), self.in_dim], dropout)
         self.quantizer = ResidualQuantizer(num_levels=num_levels, codebook_size=codebook_size, dim=self.code_dim,
                                            beta=beta, kmeans_init=kmeans_init, seed=seed, **quantizer_kwargs)
+        #: the reconstruction MSE is divided by this (1 = plain MSE; see ``normalize_reconstruction``)
+        self.register_buffer("recon_scale", torch.tensor(1.0))
+
+    @torch.no_grad()
+    def normalize_reconstruction(self, x) -> float:
+        """Divide the reconstruction MSE by the mean per-dimension variance of ``x`` (the training inputs), so that
+        ``recon_loss`` = 1 means "no better than predicting the mean vector" whatever the embedding's scale or
+        dimension. L2-normalised 64-d text vectors have a variance near 1/64, so their plain MSE is ~0.015 and
+        would be a rounding error beside a contrastive loss of ~5. Returns the scale."""
+        x = self._check_input(x)
+        scale = float(x.float().var(dim=0).mean()) if x.shape[0] > 1 else 1.0
+        self.recon_scale.fill_(scale if scale > 0 else 1.0)
+        return float(self.recon_scale)
 
     def _check_input(self, x) -> torch.Tensor:
         if isinstance(x, np.ndarray):
@@ -81,7 +94,7 @@ class RQVAE(nn.Module):
         latent = self.encoder(x)
         q = self.quantizer(latent)
         recon = self.decoder(q.quantized)
-        recon_loss = F.mse_loss(recon, x)
+        recon_loss = F.mse_loss(recon, x) / self.recon_scale
         return RQVAEOutput(recon, latent, q.quantized, q.codes, recon_loss, q.codebook_loss, q.commitment_loss,
                            recon_loss + q.loss)
 

@@ -1,41 +1,61 @@
-"""``SIDTrainer``: RecBole's Trainer with the tokenizer stages before the loop and SID export after it."""
+"""``SIDTrainer``: phase 1 (the tokenizer, once, then SID export) before RecBole's own training loop (phase 2)."""
 from __future__ import annotations
 
-import os
 from time import time
 
 import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_sid.runs import name_run, run_folder
+
 
 class SIDTrainer(Trainer):
-    """Runs ``model.fit_tokenizer`` (stage 1 of two-stage tokenizers) once, RecBole's training loop, then
-    reloads the best checkpoint and exports SIDs + their quality report (``extra_results``)."""
+    """RecBole's Trainer for SID models.
+
+    ``fit`` runs ``model.fit_tokenizer`` (phase 1) when the model has no SIDs yet, exports the SIDs and their quality
+    report to the run's own folder, then runs RecBole's loop (phase 2: the head on the frozen SIDs, RecBole's early
+    stopping). The SIDs are checked after every phase-2 epoch: if anything changed them, training stops with an
+    error. The run's checkpoint (``<checkpoint_dir>/<run>.pth``) holds the head and the SIDs.
+    """
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        name_run(self, config)
         self.extra_results = {}
+        self._frozen = None
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if not bool(self.model.tokenizer_fitted):
             start = time()
-            self.model.fit_tokenizer(train_data)
-            self.logger.info(set_color("tokenizer stage(s)", "green") + f" done in {time() - start:.1f}s")
-            self.extra_results["tokenizer_seconds"] = time() - start
-        result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
-                             callback_fn=callback_fn)
-        if saved and os.path.isfile(self.saved_model_file):
-            # Our own checkpoint, written by this trainer moments ago (it pickles the Config): weights_only=False.
-            checkpoint = torch.load(self.saved_model_file, map_location=self.device, weights_only=False)
-            self.model.load_state_dict(checkpoint["state_dict"])
-        if self.model.sid_export:
-            self.extra_results.update(self.model.export_sids())
-        return result
+            self.logger.info(set_color("phase 1", "green") + f": {self.model.tokenizer.name} tokenizer")
+            output = self.model.fit_tokenizer(train_data, valid_data, tensorboard=self.tensorboard)
+            seconds = time() - start
+            self.logger.info(set_color("phase 1", "green") + f" done in {seconds:.1f}s; SIDs frozen")
+            self.extra_results.update({"tokenizer_seconds": seconds, "tokenizer_history": output.history,
+                                       "tokenizer_summary": output.summary})
+            if self.config["sid_export"]:
+                self.extra_results.update(self.export(output))
+        self._frozen = self._sids()
+        self.logger.info(set_color("phase 2", "green") + ": the SID head on the frozen SIDs (RecBole's loop)")
+        return super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                           callback_fn=callback_fn)
+
+    def export(self, output) -> dict:
+        from recbole_sid.sid_export import export_sids
+
+        model = self.model
+        return export_sids(output, run_folder(self.config, self.run_name), self.config["dataset"],
+                           self.config["model"], model.item_tokens, model.user_tokens, item_field=model.ITEM_ID,
+                           user_field=model.USER_ID, dedup_max=self.config["sid_dedup_max"],
+                           quality_k=int(self.config["sid_quality_k"] or 10), last_level=model.tokenizer.last_level)
+
+    def _sids(self) -> list[torch.Tensor]:
+        return [b.detach().clone() for name, b in self.model.named_buffers() if name in ("item_codes", "user_codes")]
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        hook = getattr(self.model, "on_train_epoch_end", None)
-        if hook is not None:
-            hook()
+        if self._frozen is not None and not all(torch.equal(a, b) for a, b in zip(self._frozen, self._sids())):
+            raise RuntimeError(f"the SIDs of {self.config['model']} changed during phase-2 epoch {epoch_idx}; "
+                               f"phase 2 must train the head on frozen SIDs")
         return loss

@@ -1,36 +1,38 @@
-"""Stages that tokenizer models run before RecBole's training loop: RQ-VAE fitting, CF embeddings, adapters."""
+"""Training stages the tokenizers share: BPR-MF CF embeddings, a contrastive adapter, RQ-VAE fitting."""
 from __future__ import annotations
 
-from logging import getLogger
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from recbole_sid.model.layers import info_nce
+from recbole_sid.tokenizers.base import PhaseLog
 
 
 def training_pairs(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(user ids, item ids) of ``dataset.inter_feat`` — the model's dataset is RecBole's training split."""
+    """(user ids, item ids) of ``dataset.inter_feat`` — pass RecBole's training split."""
     inter = dataset.inter_feat
     users = torch.as_tensor(np.asarray(inter[dataset.uid_field]), dtype=torch.long)
     items = torch.as_tensor(np.asarray(inter[dataset.iid_field]), dtype=torch.long)
     return users, items
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
+def batches(n: int, batch_size: int, generator: torch.Generator):
+    """Shuffled index batches covering ``range(n)`` once."""
     order = torch.randperm(n, generator=generator)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
 
 
 def train_bpr_mf(users, items, n_users: int, n_items: int, dim: int, epochs: int = 50, lr: float = 1e-2,
-                 batch_size: int = 2048, reg: float = 1e-4, seed: int = 0, device="cpu", log_every: int = 10):
+                 batch_size: int = 2048, reg: float = 1e-4, seed: int = 0, device="cpu",
+                 log: PhaseLog | None = None, stage: str = "cf (BPR-MF)"):
     """BPR matrix factorisation on the training pairs; returns ``(user_emb [n_users, dim], item_emb [n_items, dim])``.
 
     Negatives are drawn uniformly from all items (a sampled negative may rarely be a positive; standard BPR-MF).
     """
-    logger = getLogger()
     gen = torch.Generator().manual_seed(seed)
     user_emb = torch.nn.Parameter(torch.randn(n_users, dim, generator=gen) * 0.1)
     item_emb = torch.nn.Parameter(torch.randn(n_items, dim, generator=gen) * 0.1)
@@ -39,7 +41,7 @@ def train_bpr_mf(users, items, n_users: int, n_items: int, dim: int, epochs: int
     optimizer = torch.optim.Adam([user_emb, item_emb], lr=lr)
     for epoch in range(epochs):
         total = 0.0
-        for idx in _batches(len(users), batch_size, gen):
+        for idx in batches(len(users), batch_size, gen):
             idx = idx.to(device)
             u, i = users[idx], items[idx]
             j = torch.randint(1, n_items, (len(idx),), generator=gen).to(device)
@@ -50,58 +52,78 @@ def train_bpr_mf(users, items, n_users: int, n_items: int, dim: int, epochs: int
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
-        if log_every and (epoch + 1) % log_every == 0:
-            logger.info(f"CF stage (BPR-MF) epoch {epoch + 1}/{epochs}: loss {total / len(users):.4f}")
+        if log is not None:
+            log.epoch(stage, epoch + 1, {"bpr": total / max(len(users), 1)})
     return user_emb.detach(), item_emb.detach()
 
 
 def train_contrastive_adapter(adapter: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                               rows: torch.Tensor, epochs: int = 50, lr: float = 1e-3, batch_size: int = 1024,
-                              temperature: float = 0.1, seed: int = 0, log_every: int = 10) -> torch.nn.Module:
+                              temperature: float = 0.1, seed: int = 0, log: PhaseLog | None = None,
+                              stage: str = "align (adapter)") -> torch.nn.Module:
     """Train ``adapter(inputs[rows])`` to match ``targets[rows]`` with InfoNCE (in-batch negatives)."""
-    logger = getLogger()
     gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(adapter.parameters(), lr=lr)
     adapter.train()
     for epoch in range(epochs):
         total, count = 0.0, 0
-        for idx in _batches(len(rows), batch_size, gen):
+        for idx in batches(len(rows), batch_size, gen):
             batch = rows[idx.to(rows.device)]
             loss = info_nce(adapter(inputs[batch]), targets[batch], temperature=temperature, ids=batch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             total, count = total + loss.item() * len(batch), count + len(batch)
-        if log_every and (epoch + 1) % log_every == 0:
-            logger.info(f"alignment stage epoch {epoch + 1}/{epochs}: InfoNCE {total / max(count, 1):.4f}")
+        if log is not None:
+            log.epoch(stage, epoch + 1, {"info_nce": total / max(count, 1)})
     adapter.eval()
     return adapter
 
 
 def fit_rqvae(rqvae, x: torch.Tensor, epochs: int, lr: float, batch_size: int, seed: int = 0,
-              name: str = "RQ-VAE stage") -> None:
-    """Train an ``RQVAE`` module on ``x``: full-data k-means init, mini-batches, dead codes re-seeded per epoch."""
-    logger = getLogger()
+              log: PhaseLog | None = None, stage: str = "rqvae", normalize: bool = True,
+              extra_terms: Callable | None = None, on_epoch_start: Callable | None = None,
+              rows: torch.Tensor | None = None, kmeans_init: bool = True) -> None:
+    """Train an ``RQVAE`` module on ``x`` [N, D]: k-means init of the codebooks on the encoder output of all rows,
+    mini-batches, dead codes (unused by every row) re-seeded after each epoch but the last.
+
+    ``normalize``: divide the reconstruction MSE by the variance of ``x`` (``RQVAE.normalize_reconstruction``).
+    ``extra_terms(batch_rows, out) -> {name: weighted loss}`` adds terms (LETTER's CF and diversity losses);
+    ``batch_rows`` are indices into ``x`` (``rows[...]`` when ``rows`` maps them to entity ids).
+    ``on_epoch_start(epoch)`` runs before each epoch. Every term is logged per epoch (``log``).
+    ``kmeans_init=False`` keeps codebooks that the caller already initialised.
+    """
     rqvae.train()
-    with torch.no_grad():
-        rqvae.quantizer.init_codebooks(rqvae.encoder(x))
+    if normalize:
+        rqvae.normalize_reconstruction(x)
+    if kmeans_init:
+        with torch.no_grad():
+            rqvae.quantizer.init_codebooks(rqvae.encoder(x))
     optimizer = torch.optim.Adam(rqvae.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    batches = -(-x.shape[0] // batch_size)
+    n_batches = -(-x.shape[0] // batch_size)
     for epoch in range(epochs):
-        order = torch.randperm(x.shape[0], generator=gen).to(x.device)
-        total = recon = 0.0
-        for start in range(0, x.shape[0], batch_size):
-            out = rqvae(x[order[start:start + batch_size]])
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
+        sums: dict[str, float] = {}
+        for idx in batches(x.shape[0], batch_size, gen):
+            idx = idx.to(x.device)
+            out = rqvae(x[idx])
+            terms = {"recon": out.recon_loss, "codebook": out.codebook_loss, "commitment": out.commitment_loss}
+            if extra_terms is not None:
+                terms.update(extra_terms(idx if rows is None else rows[idx], out))
+            loss = sum(terms.values())
             optimizer.zero_grad()
-            out.loss.backward()
+            loss.backward()
             optimizer.step()
-            total += out.loss.item()
-            recon += out.recon_loss.item()
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+        means = {k: v / n_batches for k, v in sums.items()}
+        means["total"] = sum(means.values())
+        extra = {}
         if rqvae.quantizer.dead_code_threshold > 0 and epoch + 1 < epochs:
             with torch.no_grad():
-                rqvae.quantizer.reseed_dead_codes(rqvae.encoder(x))
-        if (epoch + 1) % max(1, epochs // 5) == 0:
-            logger.info(f"{name} epoch {epoch + 1}/{epochs}: loss {total / batches:.4f} "
-                        f"(reconstruction {recon / batches:.4f})")
+                extra["dead_codes_reseeded"] = rqvae.quantizer.reseed_dead_codes(rqvae.encoder(x), recount=True)
+        if log is not None:
+            log.epoch(stage, epoch + 1, means, **extra)
     rqvae.eval()
