@@ -231,6 +231,22 @@ def test_embed_bad_input(converted, tmp_path):
     assert not (folder / "toy.itememb").exists()
 
 
+@pytest.mark.parametrize("extra, found", [("\tstray", 7), (None, 5)])
+def test_embed_refuses_rows_with_a_wrong_number_of_columns(converted, capsys, extra, found):
+    """A .item row with a tab too many or too few: one error line naming the file, the line and both counts."""
+    data, _ = converted
+    item = data / "toy" / "toy.item"
+    lines = item.read_text().splitlines()
+    parts = lines[3].split("\t")
+    lines[3] = "\t".join(parts + [extra[1:]]) if extra else "\t".join(parts[:-1])
+    item.write_text("\n".join(lines) + "\n")
+    assert main(["embed", "--dataset", "toy", "--data-path", str(data), "--dim", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"{item}:4: {found} tab-separated columns, the header has 6" in err, err
+    assert not (data / "toy" / "toy.itememb").exists()
+
+
 def test_import_vectors(converted):
     data, _ = converted
     folder = data / "toy"

@@ -157,6 +157,20 @@ def test_build_from_item_text_caches_and_rebuilds(tmp_path, monkeypatch, caplog)
     assert len(list((folder / "semantic_cache").iterdir())) == 4
 
 
+def test_build_refuses_item_rows_with_a_wrong_number_of_columns(tmp_path, monkeypatch):
+    """The in-process build reads .item as raw text: a row with a tab too many is an error, not a shifted field."""
+    from types import SimpleNamespace
+
+    monkeypatch.chdir(tmp_path)
+    folder, _, _ = _write_dataset(tmp_path, with_itememb=False)
+    with open(folder / f"{NAME}.item", "a") as f:
+        f.write("i9\tnew item\tfruit\textra\n")
+    config = {"data_path": str(folder), "dataset": NAME, "semantic_dim": 4}  # RecBole: data_path/dataset
+    with pytest.raises(DataError, match=rf"{NAME}.item:10: 4 tab-separated columns, the header has 3"):
+        item_semantic_embeddings(config, SimpleNamespace(iid_field="item_id"))
+    assert not list((folder / "semantic_cache").glob("*.emb"))
+
+
 def test_cache_goes_to_semantic_cache_dir_for_protected_data_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder, _, _ = _write_dataset(tmp_path, with_itememb=False)
