@@ -21,6 +21,17 @@ LEVEL_PREFIXES = string.ascii_lowercase
 _TOKEN_RE = re.compile(r"^<?([a-z])_(\d+)>?$")
 
 
+def plain_name(name, what: str) -> str:
+    """``name`` when it can name a file or folder inside another folder; else a ``DataError`` naming ``what`` (the
+    flag or label it came from). Refused: empty, ``.``, ``..`` and anything with a path separator (``/``, ``\\``) or
+    a NUL byte, since ``folder / name`` would then point elsewhere."""
+    text = str(name)
+    if text in ("", ".", "..") or any(c in text for c in "/\\\0"):
+        raise DataError(f"{what} {text!r} is not a plain name: it names a file or folder inside the output folder, so "
+                        f"it must not be empty, '.' or '..' nor contain '/' or '\\'")
+    return text
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "w", overwrite: bool = True, encoding: str | None = "utf-8"):
     """Open a temporary file beside ``path``; rename it onto ``path`` only if the block finishes.

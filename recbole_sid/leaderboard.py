@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from recbole_sid.atomic_io import atomic_write
+from recbole_sid.atomic_io import atomic_write, plain_name
 from recbole_sid.exceptions import DataError, RecBoleSIDError
 
 TOPK_BASELINES = ["Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "SGL"]
@@ -182,8 +182,20 @@ def run_cell(spec: dict) -> dict:
 
 
 # --- the grid (parent) -------------------------------------------------------------------------------------
+def check_names(datasets, models) -> None:
+    """Datasets and model labels become folder and file names under ``--out`` (cells, run folders): DataError
+    naming the first one that is not a plain name (``recbole_sid.atomic_io.plain_name``)."""
+    for dataset in datasets:
+        plain_name(dataset, "--dataset")
+    for label in models:
+        plain_name(label_name(label), "model label")
+        source = sid_feature_source(label)
+        if source is not None:
+            plain_name(source[1], f"model label {label_name(label)!r}: tokenizer")
+
+
 def cell_path(out: Path, dataset: str, model: str, seed: int) -> Path:
-    return out / dataset / "cells" / f"{model}-seed{seed}.json"
+    return out / plain_name(dataset, "--dataset") / "cells" / f"{plain_name(model, 'model label')}-seed{seed}.json"
 
 
 def _progress(done, total, started, running):
@@ -286,6 +298,7 @@ class Grid:
 def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dict, config_files=None,
              timeout: int | None = None, seed_start: int = 0, ctr_path: str | None = None,
              ctr_extra: dict | None = None) -> list[Path]:
+    check_names(datasets, models)
     grid = Grid(out, data_path, extra, config_files, timeout, ctr_path, ctr_extra)
     # seed-major order: a partial grid already covers every model once
     cells = [(d, m, SEED_BASE + s) for s in range(seed_start, seed_start + seeds) for d in datasets for m in models]
@@ -524,6 +537,11 @@ def main(argv=None) -> int:
     if not args.dataset:
         parser.error("give at least one --dataset")
     models = args.models or default_models(args.task)
+    try:
+        check_names(args.dataset, models)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     if args.tables_only:
         paths = write_outputs(out, args.dataset, models)

@@ -434,6 +434,27 @@ def test_cold_split_refuses_existing_outputs_whole(tmp_path):
 
 # --- ml-100k from the installed recbole package -----------------------------------------------------------
 
+@pytest.mark.parametrize("command", ["cold-split", "attach-sids", "negatives"])
+@pytest.mark.parametrize("flag, name", [("--out-name", "../../x"), ("--out-name", ".."), ("--out-name", "a/b"),
+                                        ("--dataset", "../tiny")])
+def test_output_names_must_stay_inside_out(tmp_path, capsys, command, flag, name):
+    """--out-name (and --dataset, the default output name) name a folder and files under --out: a name with a path
+    separator, '.' or '..' would write elsewhere and is refused with one error line naming the flag."""
+    from conftest import write_tiny_dataset
+    from recbole_sid.atomic_io import write_sids
+
+    root = write_tiny_dataset(tmp_path / "a" / "data", with_user_profile=False)
+    sids = tmp_path / "a" / "tiny.itemsid"
+    write_sids(sids, [f"i{i}" for i in range(48)], np.arange(96).reshape(48, 2))
+    before = sorted(tmp_path.rglob("*"))
+    args = {"--dataset": "tiny", "--data-path": str(root), "--out": str(tmp_path / "a" / "out"), flag: name}
+    extra = {"cold-split": ["--cold-ratio", "0.2"], "attach-sids": ["--sids", str(sids)], "negatives": []}[command]
+    assert main([command, *[x for kv in args.items() for x in kv], *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} {name!r} is not a plain name") and err.count("\n") == 1, err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written anywhere
+
+
 def test_ml100k_command_and_recbole_load(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     import recbole

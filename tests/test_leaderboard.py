@@ -3,8 +3,11 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY_SID_CONFIG, write_tiny_dataset
 from recbole_sid import leaderboard
+from recbole_sid.exceptions import DataError
 
 
 def test_tiny_grid_tables_match_cells(tmp_path, monkeypatch):
@@ -100,3 +103,24 @@ def test_ctr_grid_with_sid_feature_variant(tmp_path, monkeypatch):
     assert (out / "ctr" / "plots" / "metrics_ctr.png").read_bytes().startswith(b"\x89PNG")
     failed = json.loads((cells / "DeepFM+SID-NoSuchTokenizer-seed2020.json").read_text())
     assert failed["status"] == "error" and "NoSuchTokenizer" in failed["error"]
+
+
+@pytest.mark.parametrize("flag, value", [("--models", "../../../evil"), ("--models", "a/b=BPR:epochs=1"),
+                                         ("--models", ".."), ("--models", "DeepFM+SID-../RQKMeans"),
+                                         ("--dataset", "../tiny")])
+def test_labels_and_datasets_must_be_plain_names(tmp_path, monkeypatch, capsys, flag, value):
+    """Labels and datasets become file and folder names (cells, run folders): one that would leave --out is refused
+    before any cell runs, with one error line naming it."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "a" / "b" / "results"
+    args = {"--dataset": "tiny", "--models": "BPR", "--out": str(out), flag: value}
+    argv = ["--data-path", str(tmp_path), "--seeds", "1", *[x for kv in args.items() for x in kv]]
+    assert leaderboard.main(argv) == 2
+    err = capsys.readouterr().err
+    name = value.split("=")[0] if flag == "--models" else value
+    assert err.startswith(f"error: {'model label' if flag == '--models' else '--dataset'} {name!r} is not a plain "
+                          f"name") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == []  # nothing written anywhere
+    dataset, model = ("tiny", name) if flag == "--models" else (value, "BPR")
+    with pytest.raises(DataError, match="not a plain name"):  # the API refuses it too
+        leaderboard.cell_path(out, dataset, model, 2020)
