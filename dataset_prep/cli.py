@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from recbole_sid.exceptions import RecBoleSIDError
@@ -134,8 +135,24 @@ def run(args) -> dict:
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts the choices
 
 
+class _StderrWarnings(logging.Handler):
+    """``warning: ...`` lines on the current ``sys.stderr`` for the package's log records (e.g. stale temporary
+    files removed by ``recbole_sid.atomic_io``)."""
+
+    def emit(self, record):
+        print(f"warning: {' '.join(record.getMessage().split())}", file=sys.stderr)
+
+
+def log_warnings_to_stderr() -> None:
+    """Show the warnings that ``recbole_sid`` logs while a command runs (once per process)."""
+    logger = logging.getLogger("recbole_sid")
+    if not any(isinstance(h, _StderrWarnings) for h in logger.handlers):
+        logger.addHandler(_StderrWarnings(logging.WARNING))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    log_warnings_to_stderr()
     try:
         summary = run(args)
     except (RecBoleSIDError, OSError) as exc:

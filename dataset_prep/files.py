@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
-from recbole_sid.atomic_io import plain_name
+from recbole_sid.atomic_io import plain_name, temp_file
 from recbole_sid.exceptions import DataError
 
 
@@ -47,7 +46,7 @@ class Staging:
             raise ValueError(f"{final} is not a declared output")
         if final not in self._temps:
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent)
+            fd, tmp = temp_file(final, ".staging")
             os.close(fd)
             self._temps[final] = Path(tmp)
         return self._temps[final]

@@ -1,5 +1,6 @@
 """dataset_prep: convert-json, embed, import-vectors, cold-split, ml-100k; bad input; RecBole loads the result."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -245,6 +246,68 @@ def test_embed_refuses_rows_with_a_wrong_number_of_columns(converted, capsys, ex
     assert err.count("\n") == 0
     assert f"{item}:4: {found} tab-separated columns, the header has 6" in err, err
     assert not (data / "toy" / "toy.itememb").exists()
+
+
+def test_stale_temp_files_of_a_killed_run_are_removed(tmp_path, capsys):
+    """A run killed by SIGKILL while writing leaves its temporary files; the next run that writes into the folder
+    removes them (their process is gone) and says so, but keeps the temporary files of a live process."""
+    import signal
+
+    from conftest import cli_env, write_tiny_dataset
+
+    root = write_tiny_dataset(tmp_path / "data", with_user_profile=False)
+    folder = root / "tiny"
+    killed = subprocess.Popen([sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "from dataset_prep.files import Staging\n"
+        "from recbole_sid.atomic_io import atomic_write\n"
+        "stage = Staging([sys.argv[1]], overwrite=False)\n"
+        "with atomic_write(stage.path(sys.argv[1])) as f:\n"
+        "    f.write('half')\n"
+        "    f.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(folder / "tiny.itememb")], env=cli_env())
+    assert killed.wait() == -signal.SIGKILL
+    left = sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    assert len(left) == 2 and any(n.endswith(".staging") for n in left) and any(n.endswith(".tmp") for n in left)
+    assert all(f".{killed.pid}@" in n for n in left)  # named after the writer's pid
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        mine = folder / left[0].replace(f".{killed.pid}@", f".{live.pid}@")
+        mine.write_text("a live writer's temporary file")
+        assert main(["embed", "--dataset", "tiny", "--data-path", str(root), "--dim", "4"]) == 0
+    finally:
+        live.kill()
+        live.wait()
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [mine.name]
+    for name in left:
+        assert f"warning: removed stale temporary file {folder / name} (left by process {killed.pid}" in err, err
+    assert read_vectors(folder / "tiny.itememb")[1].shape == (48, 4)
+
+
+def test_atomic_write_removes_only_stale_temp_files_of_this_host(tmp_path, caplog):
+    """Any atomic write (leaderboard cells, caches, ...) cleans its folder: a dead writer's temporary file of this
+    host goes, with a warning; another host's (its pid means nothing here) and unrelated files stay."""
+    import logging
+
+    from recbole_sid.atomic_io import atomic_write, temp_file
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    fd, mine = temp_file(tmp_path / "cell.json", ".tmp")
+    os.close(fd)
+    stale = tmp_path / Path(mine).name.replace(f".{os.getpid()}@", f".{dead.pid}@")
+    os.rename(mine, stale)
+    other_host = tmp_path / f".cell.json.{dead.pid}@elsewhere-0.abc123.tmp"
+    unrelated = tmp_path / ".cell.json.abc123.tmp"  # no writer named: not ours to judge
+    for path in (other_host, unrelated):
+        path.write_text("x")
+    caplog.set_level(logging.WARNING)
+    with atomic_write(tmp_path / "other.json") as f:
+        f.write("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other_host.name, unrelated.name, "other.json"])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"removed stale temporary file {stale} (left by process {dead.pid}, which is gone)"]
 
 
 def test_import_vectors(converted):
