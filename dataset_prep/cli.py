@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert-json", help="public {user: [items]} / {item: {...}} JSON -> NAME.inter + NAME.item",
                        description="Convert X.inter.json ({user: [items in time order]}) and X.item.json "
                                    "({item: {title, description, brand, categories}}) into OUT/NAME/NAME.inter "
-                                   "and OUT/NAME/NAME.item.")
+                                   "and OUT/NAME/NAME.item. An item repeated in a user's list is kept at each "
+                                   "position (RecBole reads every line; rm_dup_inter: first keeps the first); the "
+                                   "number of repeated (user, item) pairs is reported.")
     p.add_argument("--inter", required=True, help="X.inter.json")
     p.add_argument("--item", required=True, help="X.item.json")
     p.add_argument("--dataset", required=True, help="dataset NAME (folder and file stem)")

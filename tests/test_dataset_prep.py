@@ -123,6 +123,28 @@ def test_cli_convert_and_overwrite(tmp_path, capsys):
     assert (tmp_path / "toy" / "toy.item").read_text() != before
 
 
+def test_convert_keeps_repeated_pairs_and_says_so(tmp_path, capsys):
+    """An item again in the same user's list is kept at each of its positions (RecBole reads each line as one
+    interaction); the count is in the summary and on stderr."""
+    inter, item = _write_json(tmp_path, inters={**INTERS, "u1": ["A1", "B1", "A1", "C1", "A1"], "u2": ["B2", "B2"]})
+    args = ["convert-json", "--inter", str(inter), "--item", str(item), "--dataset", "toy", "--out", str(tmp_path)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["repeated_pairs"] == 3 and summary["users_with_repeated_pairs"] == 2
+    assert summary["interactions"] == 5 + 2 + 5 + 4
+    assert captured.err == (f"warning: {inter}: 3 repeated (user, item) pairs (2 users) kept as separate "
+                            f"interactions, each at its position in the list; RecBole reads every line (set "
+                            f"rm_dup_inter: first in RecBole's config to keep only the first)\n")
+    lines = (tmp_path / "toy" / "toy.inter").read_text().splitlines()
+    assert [x for x in lines if x.startswith("u1\t")] == ["u1\tA1\t0", "u1\tB1\t1", "u1\tA1\t2", "u1\tC1\t3",
+                                                          "u1\tA1\t4"]
+    inter.write_text(json.dumps(INTERS))
+    assert main(args + ["--overwrite"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["repeated_pairs"] == 0 and captured.err == ""
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing_file", "interaction file not found"),
     ("bad_json", "not valid JSON"),
