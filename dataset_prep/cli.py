@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from recbole_sid.exceptions import RecBoleSIDError
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert-json", help="public {user: [items]} / {item: {...}} JSON -> NAME.inter + NAME.item",
                        description="Convert X.inter.json ({user: [items in time order]}) and X.item.json "
                                    "({item: {title, description, brand, categories}}) into OUT/NAME/NAME.inter "
-                                   "and OUT/NAME/NAME.item.")
+                                   "and OUT/NAME/NAME.item. An item repeated in a user's list is kept at each "
+                                   "position (RecBole reads every line; rm_dup_inter: first keeps the first); the "
+                                   "number of repeated (user, item) pairs is reported.")
     p.add_argument("--inter", required=True, help="X.inter.json")
     p.add_argument("--item", required=True, help="X.item.json")
     p.add_argument("--dataset", required=True, help="dataset NAME (folder and file stem)")
@@ -134,8 +137,24 @@ def run(args) -> dict:
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts the choices
 
 
+class _StderrWarnings(logging.Handler):
+    """``warning: ...`` lines on the current ``sys.stderr`` for the package's log records (e.g. stale temporary
+    files removed by ``recbole_sid.atomic_io``)."""
+
+    def emit(self, record):
+        print(f"warning: {' '.join(record.getMessage().split())}", file=sys.stderr)
+
+
+def log_warnings_to_stderr() -> None:
+    """Show the warnings that ``recbole_sid`` logs while a command runs (once per process)."""
+    logger = logging.getLogger("recbole_sid")
+    if not any(isinstance(h, _StderrWarnings) for h in logger.handlers):
+        logger.addHandler(_StderrWarnings(logging.WARNING))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    log_warnings_to_stderr()
     try:
         summary = run(args)
     except (RecBoleSIDError, OSError) as exc:

@@ -34,7 +34,7 @@ from recbole_sid.atomic_io import atomic_write
 from recbole_sid.data.cold import COLD_ITEMS_HEADER
 from recbole_sid.exceptions import DataError
 
-from dataset_prep.files import Staging, check_input
+from dataset_prep.files import Staging, check_input, output_name
 
 SIDE_SUFFIXES = ("inter", "item", "user", "itememb", "useremb", "kg", "link")
 SPLITS = ("train", "valid", "test")
@@ -68,6 +68,7 @@ def split_counts(n: np.ndarray, valid_ratio: float, test_ratio: float) -> tuple[
 def cold_split(dataset: str, data_path, cold_ratio: float, valid_ratio: float = 0.1, test_ratio: float = 0.1,
                seed: int = 2020, out=None, out_name: str | None = None, overwrite: bool = False,
                log=print) -> dict:
+    target_name = output_name(dataset, out_name)
     cold_ratio = _ratio("cold-ratio", cold_ratio)
     valid_ratio = _ratio("valid-ratio", valid_ratio)
     test_ratio = _ratio("test-ratio", test_ratio)
@@ -137,7 +138,6 @@ def cold_split(dataset: str, data_path, cold_ratio: float, valid_ratio: float = 
     label[order] = warm_label
 
     # outputs
-    target_name = out_name or dataset
     target = folder if out is None else Path(out) / target_name
     if out is None and out_name not in (None, dataset):
         raise DataError("--out-name needs --out (renaming in place would leave two names in one folder)")

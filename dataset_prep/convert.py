@@ -21,12 +21,19 @@ Output in ``OUT/NAME/``:
   the same first level (Amazon's ``Industrial & Scientific``), else the first level; empty when uncategorised.
 
 Items of the item file with no interaction are kept (they join RecBole's item map as items without clicks).
+
+Repeated (user, item) pairs (an item again in the same user's list, a re-purchase) are all kept, each at its
+position, because RecBole reads every line as one interaction; their number is in the summary
+(``repeated_pairs``, ``users_with_repeated_pairs``) and on stderr. RecBole's ``rm_dup_inter: first`` keeps only the
+first of each when loading.
 """
 from __future__ import annotations
 
 import html
 import json
 import re
+import sys
+from collections import Counter
 from pathlib import Path
 
 from recbole_sid.atomic_io import atomic_write
@@ -124,8 +131,11 @@ def _check_id(raw, where: str) -> str:
 
 
 def convert_json(inter_json, item_json, dataset: str, out, overwrite: bool = False,
-                 max_words: int = DEFAULT_MAX_WORDS) -> dict:
-    """Write ``out/dataset/dataset.{inter,item}``; returns a summary dict."""
+                 max_words: int = DEFAULT_MAX_WORDS, log=print) -> dict:
+    """Write ``out/dataset/dataset.{inter,item}``; returns a summary dict.
+
+    Repeated (user, item) pairs (an item again in the same user's list) are all kept, each at its position, as
+    RecBole reads every line as one interaction; they are counted in the summary and logged to stderr."""
     inter_json, item_json, out = Path(inter_json), Path(item_json), Path(out)
     if not dataset or any(c in dataset for c in "/\\\t\n") or dataset.startswith("."):
         raise DataError(f"--dataset {dataset!r} is not a usable dataset name")
@@ -147,6 +157,10 @@ def convert_json(inter_json, item_json, dataset: str, out, overwrite: bool = Fal
             rows.append((user_id, _check_id(item, f"{inter_json} (user {user!r})"), pos))
     if not rows:
         raise DataError(f"{inter_json}: no interactions")
+    distinct = Counter(u for u, _ in {(u, i) for u, i, _ in rows})
+    per_user = Counter(u for u, _, _ in rows)
+    repeated = len(rows) - sum(distinct.values())
+    repeated_users = sum(1 for u, n in per_user.items() if n > distinct[u])
 
     # items
     table: dict[str, tuple[str, str, str, list[str]]] = {}
@@ -190,8 +204,13 @@ def convert_json(inter_json, item_json, dataset: str, out, overwrite: bool = Fal
                 tokens = " ".join(c.replace(" ", "_") for c in cats)
                 f.write(f"{item_id}\t{title}\t{desc}\t{brand}\t{tokens}\t{category1(cats)}\n")
         stage.commit()
+    if repeated:
+        log(f"warning: {inter_json}: {repeated} repeated (user, item) pairs ({repeated_users} users) kept as separate "
+            f"interactions, each at its position in the list; RecBole reads every line (set rm_dup_inter: first in "
+            f"RecBole's config to keep only the first)", file=sys.stderr)
     return {
         "inter": str(inter_path), "item": str(item_path), "users": len(inters) - empty_users,
         "items": len(table), "interactions": len(rows), "items_without_interactions": len(table) - len(used),
-        "users_without_interactions": empty_users, "category_root": root,
+        "users_without_interactions": empty_users, "repeated_pairs": repeated,
+        "users_with_repeated_pairs": repeated_users, "category_root": root,
     }

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
+from recbole_sid.atomic_io import plain_name, temp_file
 from recbole_sid.exceptions import DataError
 
 
@@ -46,7 +46,7 @@ class Staging:
             raise ValueError(f"{final} is not a declared output")
         if final not in self._temps:
             final.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent)
+            fd, tmp = temp_file(final, ".staging")
             os.close(fd)
             self._temps[final] = Path(tmp)
         return self._temps[final]
@@ -100,9 +100,18 @@ def inter_files(folder: Path, dataset: str) -> list[Path]:
     return sorted(found)
 
 
+def output_name(dataset: str, out_name: str | None) -> str:
+    """The name of a command's output dataset (``--out-name``, default ``--dataset``), refused unless it is a plain
+    name that stays inside the output folder (``recbole_sid.atomic_io.plain_name``)."""
+    if out_name is not None:
+        return plain_name(out_name, "--out-name")
+    return plain_name(dataset, "--dataset")
+
+
 def locate_copy(dataset: str, data_path, out, out_name: str | None = None) -> tuple[Path, Path, list[Path]]:
     """``(input folder, output folder, interaction files)`` of a command that writes a modified copy of a dataset
-    to ``OUT/OUT_NAME/``; DataError when the input is missing or the output would replace it."""
+    to ``OUT/OUT_NAME/``; DataError when the input is missing, the output would replace it or leave ``OUT``."""
+    output_name(dataset, out_name)
     folder = Path(data_path) / dataset
     if not folder.is_dir():
         raise DataError(f"{folder}: dataset folder not found (expected --data-path DIR holding DIR/{dataset}/)")

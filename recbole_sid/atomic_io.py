@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
+import socket
 import string
 import tempfile
 from pathlib import Path
@@ -21,6 +23,72 @@ LEVEL_PREFIXES = string.ascii_lowercase
 _TOKEN_RE = re.compile(r"^<?([a-z])_(\d+)>?$")
 
 
+def plain_name(name, what: str) -> str:
+    """``name`` when it can name a file or folder inside another folder; else a ``DataError`` naming ``what`` (the
+    flag or label it came from). Refused: empty, ``.``, ``..`` and anything with a path separator (``/``, ``\\``) or
+    a NUL byte, since ``folder / name`` would then point elsewhere."""
+    text = str(name)
+    if text in ("", ".", "..") or any(c in text for c in "/\\\0"):
+        raise DataError(f"{what} {text!r} is not a plain name: it names a file or folder inside the output folder, so "
+                        f"it must not be empty, '.' or '..' nor contain '/' or '\\'")
+    return text
+
+
+_HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+#: ``.<final name>.<pid>@<host>.<random>.<tmp|staging>``: who wrote a temporary file, so a later run can tell
+#: the files of a killed writer (``remove_stale_temps``) from those of one still running
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)@([A-Za-z0-9-]+)\.[A-Za-z0-9_]+\.(tmp|staging)$")
+_log = logging.getLogger(__name__)
+
+
+def temp_file(path, suffix: str) -> tuple[int, str]:
+    """``mkstemp`` beside ``path``, named after this process (pid and host); stale temporary files of writers that
+    are gone are removed from the folder first (:func:`remove_stale_temps`)."""
+    path = Path(path)
+    remove_stale_temps(path.parent)
+    return tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}@{_HOST}.", suffix=suffix, dir=path.parent)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OSError:
+        return True  # cannot tell: keep its files
+    return True
+
+
+def remove_stale_temps(folder) -> list[Path]:
+    """Remove the temporary files in ``folder`` that a writer killed before it could clean up left behind (named
+    by :func:`temp_file` on this host, by a process that no longer exists); each removal is logged as a warning.
+    Files of live processes, of other hosts and any other file are kept. Returns the removed paths."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if not match or match.group(2) != _HOST or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = int(match.group(1))
+        if _process_alive(pid):
+            continue
+        try:
+            os.unlink(entry.path)
+        except FileNotFoundError:  # another run removed it first
+            continue
+        except OSError as exc:
+            _log.warning(f"cannot remove stale temporary file {entry.path}: {exc}")
+            continue
+        _log.warning(f"removed stale temporary file {entry.path} (left by process {pid}, which is gone)")
+        removed.append(Path(entry.path))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "w", overwrite: bool = True, encoding: str | None = "utf-8"):
     """Open a temporary file beside ``path``; rename it onto ``path`` only if the block finishes.
@@ -31,7 +99,7 @@ def atomic_write(path, mode: str = "w", overwrite: bool = True, encoding: str | 
     if not overwrite and path.exists():
         raise FileExistsError(f"{path} already exists; refusing to overwrite it (pass --overwrite / overwrite=True)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path, ".tmp")
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the final file the usual permissions

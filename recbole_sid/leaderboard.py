@@ -18,12 +18,14 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from recbole_sid.atomic_io import atomic_write
+from recbole_sid.atomic_io import atomic_write, plain_name
 from recbole_sid.exceptions import DataError, RecBoleSIDError
 
 TOPK_BASELINES = ["Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "SGL"]
@@ -182,8 +184,101 @@ def run_cell(spec: dict) -> dict:
 
 
 # --- the grid (parent) -------------------------------------------------------------------------------------
+def check_names(datasets, models) -> None:
+    """Datasets and model labels become folder and file names under ``--out`` (cells, run folders): DataError
+    naming the first one that is not a plain name (``recbole_sid.atomic_io.plain_name``)."""
+    for dataset in datasets:
+        plain_name(dataset, "--dataset")
+    for label in models:
+        plain_name(label_name(label), "model label")
+        source = sid_feature_source(label)
+        if source is not None:
+            plain_name(source[1], f"model label {label_name(label)!r}: tokenizer")
+
+
 def cell_path(out: Path, dataset: str, model: str, seed: int) -> Path:
-    return out / dataset / "cells" / f"{model}-seed{seed}.json"
+    return out / plain_name(dataset, "--dataset") / "cells" / f"{plain_name(model, 'model label')}-seed{seed}.json"
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TRAIN_LINE = re.compile(r"epoch (\d+) training \[time: [^,\]]*, (.*)\]\s*$")
+_VALID_LINE = re.compile(r"epoch (\d+) evaluating \[time: [^,\]]*, valid_score: ([^\]\s]+)\]")
+_LOG_FILE_LINE = re.compile(r"RecBole log file: (.+?)\s*$")
+
+
+class CellProgress:
+    """Condenses a running cell's stderr (RecBole's log lines) into short progress lines: where RecBole's log
+    file is, and per epoch ``epoch N train loss L, valid score S`` (the loss is held until the epoch's valid score
+    arrives, or printed alone when the next epoch starts without one)."""
+
+    def __init__(self, name: str):
+        self.name, self.log_file, self._pending = name, None, None
+
+    def feed(self, line: str) -> list[str]:
+        line = _ANSI.sub("", line)
+        match = _LOG_FILE_LINE.search(line)
+        if match:
+            self.log_file = match.group(1)
+            return [f"  {self.name}: RecBole log {self.log_file}"]
+        match = _TRAIN_LINE.search(line)
+        if match:
+            out = self.flush()
+            self._pending = (match.group(1), re.sub(r"train[ _]loss\d*: ", "", match.group(2)))
+            return out
+        match = _VALID_LINE.search(line)
+        if match:
+            epoch, score = match.groups()
+            pending, self._pending = self._pending, None
+            loss = f" train loss {pending[1]}," if pending and pending[0] == epoch else ""
+            return [f"  {self.name}: epoch {epoch}{loss} valid score {score}"]
+        return []
+
+    def flush(self) -> list[str]:
+        pending, self._pending = self._pending, None
+        return [f"  {self.name}: epoch {pending[0]} train loss {pending[1]}"] if pending else []
+
+
+def stream_cell(cmd, run_dir: Path, name: str, timeout: int | None) -> tuple[str | None, str | None]:
+    """Run a cell's child process; its stderr goes to ``run_dir/stderr.log`` as it comes (stdout to
+    ``stdout.log``), condensed progress (:class:`CellProgress`) to this process's stderr. Returns ``(error,
+    RecBole log file)``: error is None on success, the last stderr line on failure, or the timeout."""
+    log_path = run_dir / "stderr.log"
+    print(f"  {name}: stderr in {log_path}; RecBole's own log goes to {Path('log').resolve()}/<model>/ (named when "
+          f"the run opens it)", file=sys.stderr, flush=True)
+    progress, last, timed_out = CellProgress(name), None, threading.Event()
+    with open(log_path, "w", encoding="utf-8") as log, open(run_dir / "stdout.log", "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                                errors="replace", env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+        def kill():
+            timed_out.set()
+            proc.kill()
+
+        timer = threading.Timer(timeout, kill) if timeout else None
+        try:
+            if timer is not None:
+                timer.daemon = True
+                timer.start()
+            for line in proc.stderr:
+                log.write(line)
+                log.flush()
+                last = line.strip() or last
+                for message in progress.feed(line):
+                    print(message, file=sys.stderr, flush=True)
+            proc.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if proc.poll() is None:  # interrupted (Ctrl-C): the cell does not outlive the grid
+                proc.kill()
+                proc.wait()
+    for message in progress.flush():
+        print(message, file=sys.stderr, flush=True)
+    if proc.returncode == 0:
+        return None, progress.log_file
+    if timed_out.is_set():
+        return f"timed out after {timeout} s", progress.log_file
+    return last or "(no output)", progress.log_file
 
 
 def _progress(done, total, started, running):
@@ -229,19 +324,21 @@ class Grid:
         spec = {"model": resolve_model(label)[0], "label": model, "dataset": dataset, "seed": seed,
                 "config": self.base_config(dataset, label), "run_dir": str(run_dir),
                 "config_files": self.config_files}
+        log_file = None
         try:
             source = sid_feature_source(label)
             if source is not None:
                 self._attach_sids(spec, source[1], run_dir)
-            error, log = self._run_child(spec, run_dir)
+            error, log_file = self._run_child(spec, run_dir)
         except (RecBoleSIDError, OSError) as exc:
-            error, log = " ".join(str(exc).split()), ""
-        (run_dir / "stderr.log").write_text(log)
+            error = " ".join(str(exc).split())
+            with open(run_dir / "stderr.log", "a", encoding="utf-8") as f:
+                f.write(error + "\n")
         path = cell_path(self.out, dataset, model, seed)
         if error is not None:
             with atomic_write(path) as f:
                 json.dump({"model": model, "dataset": dataset, "seed": seed, "status": "error", "error": error,
-                           "log": str(run_dir / "stderr.log")}, f, indent=1)
+                           "log": str(run_dir / "stderr.log"), "log_file": log_file}, f, indent=1)
             print(f"  cell failed: {model} seed {seed} on {dataset}: {error}", file=sys.stderr)
         return json.loads(path.read_text())
 
@@ -250,12 +347,7 @@ class Grid:
         spec_path.write_text(json.dumps(spec))
         path = cell_path(self.out, spec["dataset"], spec["label"], spec["seed"])
         cmd = [sys.executable, "-m", "recbole_sid.leaderboard", "--run-cell", str(spec_path), "--cell-out", str(path)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            return f"timed out after {self.timeout} s", ""
-        error = None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return error, proc.stderr
+        return stream_cell(cmd, run_dir, f"{spec['label']} seed {spec['seed']}", self.timeout)
 
     def _attach_sids(self, spec: dict, tokenizer: str, run_dir: Path) -> None:
         """SID-feature cell: run (or reuse) the tokenizer's top-k cell of the same dataset and seed, then write a
@@ -286,6 +378,7 @@ class Grid:
 def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dict, config_files=None,
              timeout: int | None = None, seed_start: int = 0, ctr_path: str | None = None,
              ctr_extra: dict | None = None) -> list[Path]:
+    check_names(datasets, models)
     grid = Grid(out, data_path, extra, config_files, timeout, ctr_path, ctr_extra)
     # seed-major order: a partial grid already covers every model once
     cells = [(d, m, SEED_BASE + s) for s in range(seed_start, seed_start + seeds) for d in datasets for m in models]
@@ -524,6 +617,11 @@ def main(argv=None) -> int:
     if not args.dataset:
         parser.error("give at least one --dataset")
     models = args.models or default_models(args.task)
+    try:
+        check_names(args.dataset, models)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     if args.tables_only:
         paths = write_outputs(out, args.dataset, models)

@@ -7,6 +7,7 @@ try to download it, and never imports ``recbole.quick_start`` (which imports ray
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import sys
 import time
@@ -56,6 +57,12 @@ def build_config(model=None, dataset=None, config_file_list=None, config_dict=No
                   cmd_args=cmd_args)
 
 
+def recbole_log_file() -> str | None:
+    """The file RecBole's ``init_logger`` writes this run's log to (``./log/<model>/...``); None when it has none
+    (``basicConfig`` adds no handler when the root logger already has one, e.g. under pytest)."""
+    return next((h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)), None)
+
+
 def _log_flops(model, dataset, config, logger) -> None:
     transform = construct_transform(config)
     try:
@@ -93,6 +100,9 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
+    log_file = recbole_log_file()
+    if log_file:
+        logger.info(f"RecBole log file: {log_file}")
     logger.info(sys.argv)
     config.log_notices(logger)
     logger.info(config)
@@ -135,6 +145,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         "test_result": test_result,
     }
     result.update(breakdown)
+    result["log_file"] = log_file
     losses = getattr(trainer, "train_loss_dict", {}) or {}
     result["epochs_run"] = len(losses)
     result["train_seconds"] = train_seconds

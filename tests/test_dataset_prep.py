@@ -1,5 +1,6 @@
 """dataset_prep: convert-json, embed, import-vectors, cold-split, ml-100k; bad input; RecBole loads the result."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,28 @@ def test_cli_convert_and_overwrite(tmp_path, capsys):
     assert (tmp_path / "toy" / "toy.item").read_text() != before
 
 
+def test_convert_keeps_repeated_pairs_and_says_so(tmp_path, capsys):
+    """An item again in the same user's list is kept at each of its positions (RecBole reads each line as one
+    interaction); the count is in the summary and on stderr."""
+    inter, item = _write_json(tmp_path, inters={**INTERS, "u1": ["A1", "B1", "A1", "C1", "A1"], "u2": ["B2", "B2"]})
+    args = ["convert-json", "--inter", str(inter), "--item", str(item), "--dataset", "toy", "--out", str(tmp_path)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["repeated_pairs"] == 3 and summary["users_with_repeated_pairs"] == 2
+    assert summary["interactions"] == 5 + 2 + 5 + 4
+    assert captured.err == (f"warning: {inter}: 3 repeated (user, item) pairs (2 users) kept as separate "
+                            f"interactions, each at its position in the list; RecBole reads every line (set "
+                            f"rm_dup_inter: first in RecBole's config to keep only the first)\n")
+    lines = (tmp_path / "toy" / "toy.inter").read_text().splitlines()
+    assert [x for x in lines if x.startswith("u1\t")] == ["u1\tA1\t0", "u1\tB1\t1", "u1\tA1\t2", "u1\tC1\t3",
+                                                          "u1\tA1\t4"]
+    inter.write_text(json.dumps(INTERS))
+    assert main(args + ["--overwrite"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["repeated_pairs"] == 0 and captured.err == ""
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing_file", "interaction file not found"),
     ("bad_json", "not valid JSON"),
@@ -229,6 +252,84 @@ def test_embed_bad_input(converted, tmp_path):
     with pytest.raises(DataError, match="item file not found"):
         embed_dataset("toy", data, log=_quiet)
     assert not (folder / "toy.itememb").exists()
+
+
+@pytest.mark.parametrize("extra, found", [("\tstray", 7), (None, 5)])
+def test_embed_refuses_rows_with_a_wrong_number_of_columns(converted, capsys, extra, found):
+    """A .item row with a tab too many or too few: one error line naming the file, the line and both counts."""
+    data, _ = converted
+    item = data / "toy" / "toy.item"
+    lines = item.read_text().splitlines()
+    parts = lines[3].split("\t")
+    lines[3] = "\t".join(parts + [extra[1:]]) if extra else "\t".join(parts[:-1])
+    item.write_text("\n".join(lines) + "\n")
+    assert main(["embed", "--dataset", "toy", "--data-path", str(data), "--dim", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert f"{item}:4: {found} tab-separated columns, the header has 6" in err, err
+    assert not (data / "toy" / "toy.itememb").exists()
+
+
+def test_stale_temp_files_of_a_killed_run_are_removed(tmp_path, capsys):
+    """A run killed by SIGKILL while writing leaves its temporary files; the next run that writes into the folder
+    removes them (their process is gone) and says so, but keeps the temporary files of a live process."""
+    import signal
+
+    from conftest import cli_env, write_tiny_dataset
+
+    root = write_tiny_dataset(tmp_path / "data", with_user_profile=False)
+    folder = root / "tiny"
+    killed = subprocess.Popen([sys.executable, "-c", (
+        "import os, signal, sys\n"
+        "from dataset_prep.files import Staging\n"
+        "from recbole_sid.atomic_io import atomic_write\n"
+        "stage = Staging([sys.argv[1]], overwrite=False)\n"
+        "with atomic_write(stage.path(sys.argv[1])) as f:\n"
+        "    f.write('half')\n"
+        "    f.flush()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"), str(folder / "tiny.itememb")], env=cli_env())
+    assert killed.wait() == -signal.SIGKILL
+    left = sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    assert len(left) == 2 and any(n.endswith(".staging") for n in left) and any(n.endswith(".tmp") for n in left)
+    assert all(f".{killed.pid}@" in n for n in left)  # named after the writer's pid
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        mine = folder / left[0].replace(f".{killed.pid}@", f".{live.pid}@")
+        mine.write_text("a live writer's temporary file")
+        assert main(["embed", "--dataset", "tiny", "--data-path", str(root), "--dim", "4"]) == 0
+    finally:
+        live.kill()
+        live.wait()
+    err = capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == [mine.name]
+    for name in left:
+        assert f"warning: removed stale temporary file {folder / name} (left by process {killed.pid}" in err, err
+    assert read_vectors(folder / "tiny.itememb")[1].shape == (48, 4)
+
+
+def test_atomic_write_removes_only_stale_temp_files_of_this_host(tmp_path, caplog):
+    """Any atomic write (leaderboard cells, caches, ...) cleans its folder: a dead writer's temporary file of this
+    host goes, with a warning; another host's (its pid means nothing here) and unrelated files stay."""
+    import logging
+
+    from recbole_sid.atomic_io import atomic_write, temp_file
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    fd, mine = temp_file(tmp_path / "cell.json", ".tmp")
+    os.close(fd)
+    stale = tmp_path / Path(mine).name.replace(f".{os.getpid()}@", f".{dead.pid}@")
+    os.rename(mine, stale)
+    other_host = tmp_path / f".cell.json.{dead.pid}@elsewhere-0.abc123.tmp"
+    unrelated = tmp_path / ".cell.json.abc123.tmp"  # no writer named: not ours to judge
+    for path in (other_host, unrelated):
+        path.write_text("x")
+    caplog.set_level(logging.WARNING)
+    with atomic_write(tmp_path / "other.json") as f:
+        f.write("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other_host.name, unrelated.name, "other.json"])
+    assert [r.getMessage() for r in caplog.records] == [
+        f"removed stale temporary file {stale} (left by process {dead.pid}, which is gone)"]
 
 
 def test_import_vectors(converted):
@@ -417,6 +518,27 @@ def test_cold_split_refuses_existing_outputs_whole(tmp_path):
 
 
 # --- ml-100k from the installed recbole package -----------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["cold-split", "attach-sids", "negatives"])
+@pytest.mark.parametrize("flag, name", [("--out-name", "../../x"), ("--out-name", ".."), ("--out-name", "a/b"),
+                                        ("--dataset", "../tiny")])
+def test_output_names_must_stay_inside_out(tmp_path, capsys, command, flag, name):
+    """--out-name (and --dataset, the default output name) name a folder and files under --out: a name with a path
+    separator, '.' or '..' would write elsewhere and is refused with one error line naming the flag."""
+    from conftest import write_tiny_dataset
+    from recbole_sid.atomic_io import write_sids
+
+    root = write_tiny_dataset(tmp_path / "a" / "data", with_user_profile=False)
+    sids = tmp_path / "a" / "tiny.itemsid"
+    write_sids(sids, [f"i{i}" for i in range(48)], np.arange(96).reshape(48, 2))
+    before = sorted(tmp_path.rglob("*"))
+    args = {"--dataset": "tiny", "--data-path": str(root), "--out": str(tmp_path / "a" / "out"), flag: name}
+    extra = {"cold-split": ["--cold-ratio", "0.2"], "attach-sids": ["--sids", str(sids)], "negatives": []}[command]
+    assert main([command, *[x for kv in args.items() for x in kv], *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {flag} {name!r} is not a plain name") and err.count("\n") == 1, err
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written anywhere
+
 
 def test_ml100k_command_and_recbole_load(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -1,5 +1,6 @@
 """recbole_sid.data.encoders: one interface, the offline tfidf default and a local sentence-transformers model."""
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from recbole_sid.exceptions import ConfigError, DataError
 
 TEXTS = ["red apple fruit", "green apple fruit", "yellow banana fruit", "steel hammer tool", "iron wrench tool",
          "brass screwdriver tool", "blue paint", "white paint"]
+ST_NEEDED = "loading a sentence-transformers model needs the [text] extra (pip install recbole-sid[text])"
 
 
 def test_get_encoder_and_interface():
@@ -50,13 +52,25 @@ def test_tfidf_bad_input():
         TfidfEncoder().encode(["ok", None])
 
 
-def test_sentence_transformers_refuses_hub_names_and_missing_dirs(tmp_path):
+def test_sentence_transformers_refuses_hub_names_and_missing_dirs(tmp_path, monkeypatch):
+    """The refusals happen before sentence_transformers is imported: they hold without the [text] extra (the
+    package is made unimportable here, so this runs and can fail in every environment)."""
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # import -> ImportError
     with pytest.raises(ConfigError, match="local model directory"):
         get_encoder("sentence-transformers")
     with pytest.raises(ConfigError, match="never downloads"):
         get_encoder("sentence-transformers", model_path="sentence-transformers/all-MiniLM-L6-v2")
     with pytest.raises(ConfigError, match="not a local directory"):
         get_encoder("sentence-transformers", model_path=str(tmp_path / "absent"))
+    folder = tmp_path / "model"
+    folder.mkdir()
+    enc = get_encoder("sentence-transformers", model_path=str(folder))  # a local folder is accepted ...
+    with pytest.raises(ConfigError, match=r"needs the 'sentence-transformers' package .*recbole-sid\[text\]"):
+        enc.encode(["x"])  # ... and loading it without the package names the extra
+
+
+def test_sentence_transformers_refuses_unloadable_folder(tmp_path):
+    pytest.importorskip("sentence_transformers", reason=ST_NEEDED)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "modules.json").write_text("not json")
@@ -67,7 +81,7 @@ def test_sentence_transformers_refuses_hub_names_and_missing_dirs(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_st_model(tmp_path_factory):
     """A randomly initialised 1-layer BERT + WordLevel tokenizer + mean pooling, saved as a sentence-transformer."""
-    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("sentence_transformers", reason=ST_NEEDED)
     import torch
     from sentence_transformers import SentenceTransformer
     from tokenizers import Tokenizer, models as tok_models, normalizers, pre_tokenizers, processors

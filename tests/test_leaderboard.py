@@ -1,13 +1,18 @@
 """Leaderboard smoke test: a tiny grid (1 epoch, 1 seed) writes tables whose numbers equal the runs' results."""
 import csv
 import json
+import re
+import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import TINY_SID_CONFIG, write_tiny_dataset
 from recbole_sid import leaderboard
+from recbole_sid.exceptions import DataError
 
 
-def test_tiny_grid_tables_match_cells(tmp_path, monkeypatch):
+def test_tiny_grid_tables_match_cells(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     root = write_tiny_dataset(tmp_path / "data")
     extra = dict(TINY_SID_CONFIG, epochs=1)
@@ -16,7 +21,17 @@ def test_tiny_grid_tables_match_cells(tmp_path, monkeypatch):
             "--models", "BPR", "RQKMeans", "DAS-no-cooc", "NoSuchModel",
             "--set", *[f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in extra.items()]]
     assert leaderboard.main(argv) == 0
+    err = capsys.readouterr().err
     md = (out / "tiny" / "leaderboard.md").read_text()
+    # live progress: where the logs are, then one condensed line per epoch (model, seed, epoch, loss, valid score)
+    bpr = json.loads((out / "tiny" / "cells" / "BPR-seed2020.json").read_text())
+    run_dir = out / "tiny" / "runs" / "BPR-seed2020"
+    assert f"  BPR seed 2020: stderr in {run_dir / 'stderr.log'}" in err, err
+    assert Path(bpr["log_file"]).is_file() and Path(bpr["log_file"]).parent == tmp_path / "log" / "BPR"
+    assert f"  BPR seed 2020: RecBole log {bpr['log_file']}" in err
+    loss, score = bpr["curves"]["train_loss"]["0"], bpr["curves"]["valid_score"]["0"]
+    assert re.search(rf"  BPR seed 2020: epoch 0 train loss {loss:.4f}, valid score {score:.6f}\n", err), err
+    assert "epoch 0 training" in (run_dir / "stderr.log").read_text()
     rows = {r["model"]: r for r in csv.DictReader(open(out / "tiny" / "leaderboard.csv"))}
     for model in ("BPR", "RQKMeans", "DAS-no-cooc"):
         cell = json.loads((out / "tiny" / "cells" / f"{model}-seed2020.json").read_text())
@@ -100,3 +115,64 @@ def test_ctr_grid_with_sid_feature_variant(tmp_path, monkeypatch):
     assert (out / "ctr" / "plots" / "metrics_ctr.png").read_bytes().startswith(b"\x89PNG")
     failed = json.loads((cells / "DeepFM+SID-NoSuchTokenizer-seed2020.json").read_text())
     assert failed["status"] == "error" and "NoSuchTokenizer" in failed["error"]
+
+
+@pytest.mark.parametrize("flag, value", [("--models", "../../../evil"), ("--models", "a/b=BPR:epochs=1"),
+                                         ("--models", ".."), ("--models", "DeepFM+SID-../RQKMeans"),
+                                         ("--dataset", "../tiny")])
+def test_labels_and_datasets_must_be_plain_names(tmp_path, monkeypatch, capsys, flag, value):
+    """Labels and datasets become file and folder names (cells, run folders): one that would leave --out is refused
+    before any cell runs, with one error line naming it."""
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "a" / "b" / "results"
+    args = {"--dataset": "tiny", "--models": "BPR", "--out": str(out), flag: value}
+    argv = ["--data-path", str(tmp_path), "--seeds", "1", *[x for kv in args.items() for x in kv]]
+    assert leaderboard.main(argv) == 2
+    err = capsys.readouterr().err
+    name = value.split("=")[0] if flag == "--models" else value
+    assert err.startswith(f"error: {'model label' if flag == '--models' else '--dataset'} {name!r} is not a plain "
+                          f"name") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == []  # nothing written anywhere
+    dataset, model = ("tiny", name) if flag == "--models" else (value, "BPR")
+    with pytest.raises(DataError, match="not a plain name"):  # the API refuses it too
+        leaderboard.cell_path(out, dataset, model, 2020)
+
+
+CHILD = """
+import pathlib, sys, time
+log = pathlib.Path(sys.argv[1])
+print("30 Nov 11:39    INFO  RecBole log file: /x/log/M/M-d.log", file=sys.stderr, flush=True)
+print("30 Nov 11:39    INFO  epoch 0 training [time: 0.10s, train loss: 1.5000]", file=sys.stderr, flush=True)
+for _ in range(400):  # the parent must have written the line to stderr.log while this process still runs
+    if "train loss: 1.5000" in log.read_text():
+        break
+    time.sleep(0.05)
+else:
+    sys.exit("stderr.log was not written while the cell ran")
+print("30 Nov 11:39    INFO  epoch 0 evaluating [time: 0.01s, valid_score: 0.250000]", file=sys.stderr, flush=True)
+print("30 Nov 11:39    INFO  epoch 1 training [time: 0.10s, train_loss1: 1.2500, train_loss2: 0.5000]",
+      file=sys.stderr, flush=True)
+print("Traceback (most recent call last):\\nValueError: boom", file=sys.stderr, flush=True)
+sys.exit(int(sys.argv[2]))
+"""
+
+
+def test_cell_output_is_streamed_to_its_log_and_condensed(tmp_path, capsys):
+    log = tmp_path / "stderr.log"
+    error, log_file = leaderboard.stream_cell([sys.executable, "-c", CHILD, str(log), "1"], tmp_path, "M seed 7", None)
+    assert error == "ValueError: boom" and log_file == "/x/log/M/M-d.log"
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"  M seed 7: stderr in {log}; RecBole's own log goes to {Path('log').resolve()}/<model>/ "
+                   f"(named when the run opens it)",
+                   "  M seed 7: RecBole log /x/log/M/M-d.log",
+                   "  M seed 7: epoch 0 train loss 1.5000, valid score 0.250000",
+                   "  M seed 7: epoch 1 train loss 1.2500, 0.5000"]
+    assert log.read_text().splitlines()[-1] == "ValueError: boom" and "epoch 1 training" in log.read_text()
+    assert leaderboard.stream_cell([sys.executable, "-c", CHILD, str(log), "0"], tmp_path, "M", None)[0] is None
+
+
+def test_cell_timeout_keeps_what_it_wrote(tmp_path):
+    child = "import sys, time; print('loading data', file=sys.stderr, flush=True); time.sleep(60)"
+    error, _ = leaderboard.stream_cell([sys.executable, "-c", child], tmp_path, "M seed 1", 2)
+    assert error == "timed out after 2 s"
+    assert (tmp_path / "stderr.log").read_text() == "loading data\n"

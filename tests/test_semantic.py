@@ -157,6 +157,60 @@ def test_build_from_item_text_caches_and_rebuilds(tmp_path, monkeypatch, caplog)
     assert len(list((folder / "semantic_cache").iterdir())) == 4
 
 
+def test_build_refuses_item_rows_with_a_wrong_number_of_columns(tmp_path, monkeypatch):
+    """The in-process build reads .item as raw text: a row with a tab too many is an error, not a shifted field."""
+    from types import SimpleNamespace
+
+    monkeypatch.chdir(tmp_path)
+    folder, _, _ = _write_dataset(tmp_path, with_itememb=False)
+    with open(folder / f"{NAME}.item", "a") as f:
+        f.write("i9\tnew item\tfruit\textra\n")
+    config = {"data_path": str(folder), "dataset": NAME, "semantic_dim": 4}  # RecBole: data_path/dataset
+    with pytest.raises(DataError, match=rf"{NAME}.item:10: 4 tab-separated columns, the header has 3"):
+        item_semantic_embeddings(config, SimpleNamespace(iid_field="item_id"))
+    assert not list((folder / "semantic_cache").glob("*.emb"))
+
+
+def test_items_without_an_item_row_are_named_not_the_cache(tmp_path, monkeypatch, caplog):
+    """Vectors built in-process (no .itememb): items of the interactions that .item lacks are reported as such, with
+    what to do; the cache is not blamed (it holds every row of .item)."""
+    from conftest import TINY_SID_CONFIG, write_tiny_dataset
+    from recbole_sid.quick_start import run_recbole
+
+    monkeypatch.chdir(tmp_path)
+    root = write_tiny_dataset(tmp_path / "data", with_user_profile=False)
+    item = root / "tiny" / "tiny.item"
+    lines = item.read_text().splitlines()
+    item.write_text("\n".join(lines[:-20]) + "\n")  # i28 ... i47 have interactions but no .item row
+    config = dict(TINY_SID_CONFIG, data_path=str(root), checkpoint_dir=str(tmp_path / "saved"))
+    with pytest.raises(DataError) as caught:
+        run_recbole(model="RQKMeans", dataset="tiny", config_dict=config, cmd_args=[])
+    message = str(caught.value)
+    assert message.startswith(f"20 of 48 items of dataset 'tiny' have no row in {item} "), message
+    assert "first 10 ids: ['i" in message and "add rows for them to" in message and "missing_embedding: zero" in message
+    assert "cache" not in message and "rebuild" not in message
+    caplog.set_level(logging.WARNING)
+    config.update(missing_embedding="zero", epochs=1)
+    assert "recall@10" in run_recbole(model="RQKMeans", dataset="tiny", config_dict=config, cmd_args=[])["test_result"]
+    assert any(f"20 items have no row in {item}; using zero vectors" in r.getMessage() for r in caplog.records)
+
+
+def test_stale_cache_is_named(tmp_path, monkeypatch):
+    """A cache that lacks ids the .item file has (edited or damaged by hand) is named, with how to rebuild it."""
+    monkeypatch.chdir(tmp_path)
+    folder, _, _ = _write_dataset(tmp_path, with_itememb=False)
+    config = _config(tmp_path, semantic_dim=4)
+    dataset = create_dataset(config)
+    item_semantic_embeddings(config, dataset)
+    (cache,) = (folder / "semantic_cache").iterdir()
+    lines = cache.read_text().splitlines()
+    cache.write_text("\n".join(line for line in lines if not line.startswith(("i3\t", "i7\t"))) + "\n")
+    with pytest.raises(DataError, match=rf"{cache}: stale semantic cache: it has no vector for 2 items "
+                                        rf"\(first 10 ids: \['i(3|7)', 'i(3|7)'\]\) that {folder / NAME}.item has; "
+                                        rf"delete it to rebuild the vectors"):
+        item_semantic_embeddings(config, dataset)
+
+
 def test_cache_goes_to_semantic_cache_dir_for_protected_data_path(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder, _, _ = _write_dataset(tmp_path, with_itememb=False)

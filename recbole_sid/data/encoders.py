@@ -182,7 +182,7 @@ class SentenceTransformerEncoder(TextEncoder):
         if self._model is None:
             try:
                 from sentence_transformers import SentenceTransformer
-            except ImportError as exc:  # pragma: no cover - depends on the environment
+            except ImportError as exc:
                 raise ConfigError("the sentence-transformers encoder needs the 'sentence-transformers' package "
                                   "(pip install recbole-sid[text])") from exc
             with _offline_env():

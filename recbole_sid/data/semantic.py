@@ -44,7 +44,7 @@ import torch
 
 from recbole_sid.atomic_io import read_vectors, write_vectors
 from recbole_sid.data.encoders import DEFAULT_DIM, get_encoder
-from recbole_sid.data.text import entity_texts, file_sha256, read_atomic_header
+from recbole_sid.data.text import entity_texts, file_sha256, read_atomic_header, read_atomic_table
 from recbole_sid.exceptions import ConfigError, DataError
 
 #: config keys read here, with their defaults.
@@ -178,8 +178,13 @@ def build_cached_vectors(config, source: Path, id_field: str, fields, kind: str)
     return ids, vectors, cache_file
 
 
-def _align(ids, vectors: np.ndarray, dataset, field: str, what: str, source, config) -> torch.Tensor:
-    """Rows of ``vectors`` (raw ``ids``) placed at RecBole's internal ids of ``field``; row 0 stays zero."""
+def _align(ids, vectors: np.ndarray, dataset, field: str, what: str, source, config,
+           built_from: Path | None = None) -> torch.Tensor:
+    """Rows of ``vectors`` (raw ``ids``) placed at RecBole's internal ids of ``field``; row 0 stays zero.
+
+    ``built_from``: the ``.item``/``.user`` file the vectors were built from in-process (``source`` is then the
+    cache), so that an entity without a vector is reported as missing from that file, and the cache is named
+    only when it lacks ids that the file has (a stale cache)."""
     id2token = np.asarray(dataset.field2id_token[field], dtype=object)
     n = len(id2token)
     positions = pd.Index(pd.Series(ids, dtype=object)).get_indexer(pd.Series(id2token, dtype=object))
@@ -191,15 +196,29 @@ def _align(ids, vectors: np.ndarray, dataset, field: str, what: str, source, con
     missing = missing[missing > 0]
     if len(missing):
         policy = str(_cfg(config, "missing_embedding")).lower()
-        sample = [str(t) for t in id2token[missing[:10]]]
-        if policy == "error":
-            raise DataError(f"{source}: no vector for {len(missing)} of {n - 1} {what}s of dataset "
-                            f"'{_cfg(config, 'dataset')}' (first 10 ids: {sample}); rebuild the vectors or set "
-                            f"missing_embedding: zero")
-        if policy != "zero":
+        if policy not in ("error", "zero"):
             raise ConfigError(f"missing_embedding must be 'error' or 'zero', got {policy!r}")
-        _logger().warning(f"semantic embeddings: {len(missing)} {what}s have no vector in {source}; using zero "
-                          f"vectors for them (missing_embedding: zero; first ids {sample})")
+        missing_ids = [str(t) for t in id2token[missing]]
+        sample, name = missing_ids[:10], _cfg(config, "dataset")
+        if built_from is not None:
+            in_file = set(read_atomic_table(built_from, usecols=[field])[0][field].tolist())
+            stale = [i for i in missing_ids if i in in_file]
+            if stale:  # the cache lacks rows that the file has: only a damaged or hand-edited cache does
+                raise DataError(f"{source}: stale semantic cache: it has no vector for {len(stale)} {what}s "
+                                f"(first 10 ids: {stale[:10]}) that {built_from} has; delete it to rebuild the "
+                                f"vectors")
+            if policy == "error":
+                raise DataError(f"{len(missing)} of {n - 1} {what}s of dataset '{name}' have no row in {built_from} "
+                                f"(first 10 ids: {sample}), so they have no text to embed: add rows for them to "
+                                f"{built_from}, or set missing_embedding: zero to give them zero vectors")
+            _logger().warning(f"semantic embeddings: {len(missing)} {what}s have no row in {built_from}; using zero "
+                              f"vectors for them (missing_embedding: zero; first ids {sample})")
+        elif policy == "error":
+            raise DataError(f"{source}: no vector for {len(missing)} of {n - 1} {what}s of dataset '{name}' "
+                            f"(first 10 ids: {sample}); rebuild the vectors or set missing_embedding: zero")
+        else:
+            _logger().warning(f"semantic embeddings: {len(missing)} {what}s have no vector in {source}; using zero "
+                              f"vectors for them (missing_embedding: zero; first ids {sample})")
     return torch.from_numpy(out)
 
 
@@ -214,18 +233,19 @@ def _explicit_file(config, key: str) -> Path | None:
 
 
 def _load_entity_vectors(config, kind: str, id_field: str, required: bool):
-    """``(ids, vectors, source)`` for ``kind`` in {item, user} or ``None`` when nothing exists and not required."""
+    """``(ids, vectors, source, built_from)`` for ``kind`` in {item, user} or ``None`` when nothing exists and not
+    required; ``built_from`` is the ``.item``/``.user`` file when the vectors were built from it (else None)."""
     data_dir, name = _data_dir(config), _dataset_name(config)
     explicit = _explicit_file(config, f"{kind}_emb_file")
     if explicit is not None:
         ids, vectors, _, _ = read_vectors(explicit)
         _logger().info(f"semantic embeddings ({kind}): read {explicit} (config key {kind}_emb_file)")
-        return ids, vectors, explicit
+        return ids, vectors, explicit, None
     stored = data_dir / f"{name}.{kind}emb"
     if stored.is_file():
         ids, vectors, _, _ = read_vectors(stored)
         _logger().info(f"semantic embeddings ({kind}): read {stored}")
-        return ids, vectors, stored
+        return ids, vectors, stored, None
     raw = data_dir / f"{name}.{kind}"
     key = "semantic_text_fields" if kind == "item" else "semantic_user_fields"
     fields = _fields_setting(_cfg(config, key))
@@ -236,21 +256,21 @@ def _load_entity_vectors(config, kind: str, id_field: str, required: bool):
         return None
     if not required and fields is None:
         # a .user file with only the id (and id-like columns) has no profile to embed
-        from recbole_sid.data.text import auto_text_fields, read_atomic_table
+        from recbole_sid.data.text import auto_text_fields
 
         frame, types = read_atomic_table(raw)
         if not auto_text_fields(frame, types, id_field):
             _logger().info(f"semantic embeddings ({kind}): {raw} has no profile text field; history only")
             return None
     ids, vectors, cache = build_cached_vectors(config, raw, id_field, fields, kind)
-    return ids, vectors, cache
+    return ids, vectors, cache, raw
 
 
 def item_semantic_embeddings(config, dataset) -> torch.Tensor:
     """``FloatTensor [dataset.item_num, D]``: row i = internal item id i, row 0 ([PAD]) zeros."""
     field = dataset.iid_field
-    ids, vectors, source = _load_entity_vectors(config, "item", field, required=True)
-    return _align(ids, vectors, dataset, field, "item", source, config)
+    ids, vectors, source, built_from = _load_entity_vectors(config, "item", field, required=True)
+    return _align(ids, vectors, dataset, field, "item", source, config, built_from)
 
 
 def user_history_mean(dataset, item_emb) -> torch.Tensor:
@@ -280,8 +300,8 @@ def user_profile_embeddings(config, dataset) -> torch.Tensor | None:
     loaded = _load_entity_vectors(config, "user", field, required=False)
     if loaded is None:
         return None
-    ids, vectors, source = loaded
-    return _align(ids, vectors, dataset, field, "user", source, config)
+    ids, vectors, source, built_from = loaded
+    return _align(ids, vectors, dataset, field, "user", source, config, built_from)
 
 
 def user_semantic_embeddings(config, dataset, item_emb) -> torch.Tensor:

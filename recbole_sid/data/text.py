@@ -53,10 +53,30 @@ def read_atomic_header(path, sep: str = "\t") -> list[tuple[str, str]]:
     return columns
 
 
+def check_row_widths(path, n_columns: int, sep: str = "\t") -> None:
+    """``DataError`` naming the file, the line and both counts for the first row whose number of ``sep``-separated
+    columns differs from the header's (pandas would shift or pad such a row without a word). Blank lines are
+    skipped, as pandas does."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            next(f, None)
+            for line_no, line in enumerate(f, start=2):
+                line = line.rstrip("\n")
+                if line and line.count(sep) != n_columns - 1:
+                    what = "tab" if sep == "\t" else repr(sep)
+                    raise DataError(f"{path}:{line_no}: {line.count(sep) + 1} {what}-separated columns, the header "
+                                    f"has {n_columns} (a {what} too many or too few in this row)")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+
+
 def read_atomic_table(path, sep: str = "\t", usecols=None) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Read an atomic file as strings; returns ``(frame with bare field names, {field: type})``."""
+    """Read an atomic file as strings; returns ``(frame with bare field names, {field: type})``.
+
+    Every row must have as many columns as the header (:func:`check_row_widths`)."""
     path = Path(path)
     columns = read_atomic_header(path, sep)
+    check_row_widths(path, len(columns), sep)
     types = dict(columns)
     wanted = [f"{n}:{t}" for n, t in columns if usecols is None or n in usecols]
     try:
