@@ -12,6 +12,7 @@ from recbole_sid.exceptions import (  # noqa: E402
     DataError,
     DatasetNotFoundError,
     ModelNotFoundError,
+    PluginError,
     QuantizationError,
     RecBoleSIDError,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "DataError",
     "DatasetNotFoundError",
     "ModelNotFoundError",
+    "PluginError",
     "QuantizationError",
     "RecBoleSIDError",
     "available_models",

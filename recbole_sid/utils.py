@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from recbole_sid.exceptions import ModelNotFoundError
+from recbole_sid.exceptions import ModelNotFoundError, PluginError
 
 #: Sub-packages searched for ``<name.lower()>.py``, in the plugin and in RecBole (same names as RecBole's).
 MODEL_SUBMODULES = (
@@ -77,16 +77,46 @@ def plugins_from_env() -> list[str]:
 
 
 def import_plugins(modules) -> list:
-    """Import third-party modules that register models (``register_model``) before any lookup."""
+    """Import third-party modules that register models (``register_model``) before any lookup.
+
+    A module that is not found raises :class:`ModelNotFoundError`; an error raised while the module runs
+    (a syntax error, a missing dependency, a failing ``register_model``, ...) raises :class:`PluginError` naming
+    the module, the error and the plugin's line.
+    """
     imported = []
     for name in modules:
         try:
             imported.append(importlib.import_module(name))
-        except ImportError as exc:
-            raise ModelNotFoundError(
-                f"Plugin module '{name}' (from --plugin or RECBOLE_SID_PLUGINS) cannot be imported: {exc}"
-            ) from exc
+        except ModuleNotFoundError as exc:
+            if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+                raise ModelNotFoundError(
+                    f"Plugin module '{name}' (from --plugin or RECBOLE_SID_PLUGINS) not found: no {name}.py (or "
+                    f"package) in the current folder or on sys.path. Give the module name, without '.py'."
+                ) from exc
+            raise PluginError(_plugin_failure(name, exc)) from exc
+        except Exception as exc:  # anything the plugin's own code raises at import
+            raise PluginError(_plugin_failure(name, exc)) from exc
     return imported
+
+
+def _plugin_failure(name: str, exc: BaseException) -> str:
+    import traceback
+
+    origin = None
+    try:
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec is not None else None
+    except (ImportError, ValueError):
+        pass
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" at {exc.filename}, line {exc.lineno}"
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
+        own = [f for f in frames if origin and f.filename == origin]
+        frame = (own or frames or [None])[-1]
+        where = f" at {frame.filename}, line {frame.lineno}" if frame is not None else ""
+    return (f"Plugin module '{name}' (from --plugin or RECBOLE_SID_PLUGINS) failed while being imported{where}: "
+            f"{type(exc).__name__}: {exc}. Fix the module (set RECBOLE_SID_DEBUG=1 for the traceback).")
 
 
 def registered_yaml(model_name: str) -> str | None:
