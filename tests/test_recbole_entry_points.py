@@ -6,7 +6,7 @@ import pytest
 
 import recbole_sid
 from recbole_sid import cli, utils
-from recbole_sid.exceptions import ModelNotFoundError
+from recbole_sid.exceptions import ConfigError, ModelNotFoundError
 
 
 def test_recbole_get_model_and_get_trainer_find_plugin_models():
@@ -79,3 +79,13 @@ def test_missing_dependency_stops_the_cli_before_loading_data(in_tmp, monkeypatc
     assert "KGIN model needs the 'torch_scatter' package" in err and "pip install torch-scatter" in err
     assert not (in_tmp / "log").exists()
     assert recbole_sid.get_model("KGAT").__name__ == "KGAT"  # dgl reported present by the patched check
+
+
+def test_setting_dependent_dependencies_are_checked_on_the_config(in_tmp, monkeypatch):
+    from recbole_sid.config import Config
+
+    monkeypatch.setattr(utils, "_module_available", lambda module: module != "community")
+    assert Config("NNCF", "ml-100k", cmd_args=[])["neigh_info_method"] == "random"
+    with pytest.raises(ConfigError, match=r"NNCF with neigh_info_method = 'louvain' needs the 'community' package"
+                                          r".*pip install python-louvain"):
+        Config("NNCF", "ml-100k", cmd_args=["--neigh_info_method=louvain"])
