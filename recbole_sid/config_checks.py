@@ -93,8 +93,9 @@ def _comment_types(path: str) -> dict[str, set]:
     with open(path, encoding="utf-8") as f:
         for line in f:
             match = _KEY_LINE.match(line)
-            if match:
-                words = re.findall(r"[A-Za-z]+", match.group(2))
+            if match:  # "(list or int or None)" -> list, int, None; "(list of int)" -> list
+                words = [alternative.split()[0] for alternative in re.split(r"\s+or\s+", match.group(2).strip())
+                         if alternative.split()]
                 found[match.group(1)] = {_COMMENT_TYPES[w] for w in words if w in _COMMENT_TYPES}
     return found
 
@@ -149,6 +150,7 @@ def _accepts(accepted: set, kind) -> bool:
 
 
 def _names(accepted: set) -> str:
+    accepted = accepted | ({tuple} if list in accepted else set())
     order = [bool, int, float, str, list, tuple, dict, type(None)]
     names = ["None" if t is type(None) else t.__name__ for t in order if t in accepted]
     return " or ".join(names)
@@ -167,9 +169,10 @@ def check_type(key: str, value, default, source: str) -> None:
     hint = ""
     if kind is str and accepted & {int, float, bool}:
         hint = " (a command-line value is read as a Python literal: --key=5, --key=0.01, --key=True)"
+    what = "None" if kind is type(None) else ("an int" if kind is int else f"a {kind.__name__}")
     raise ConfigError(
-        f"Config key '{key}' = {value!r} ({source}) is a {kind.__name__ if kind is not type(None) else 'None'}; "
-        f"expected {_names(accepted)}, like its default {default!r}{hint}."
+        f"Config key '{key}' = {value!r} ({source}) is {what}; expected {_names(accepted)}, like its default "
+        f"{default!r}{hint}."
     )
 
 

@@ -17,11 +17,13 @@ def test_wrong_type_names_key_value_source_and_type(in_tmp):
     with pytest.raises(ConfigError, match=r"'learning_rate' = 'fast' \(config_dict\).*expected float"):
         Config("BPR", "ml-100k", config_dict={"learning_rate": "fast"}, cmd_args=[])
     (in_tmp / "bad.yaml").write_text("show_progress: 3\n")
-    with pytest.raises(ConfigError, match=r"'show_progress' = 3 \(config file bad.yaml\) is a int; expected bool"):
+    with pytest.raises(ConfigError, match=r"'show_progress' = 3 \(config file bad.yaml\) is an int; expected bool"):
         Config("BPR", "ml-100k", config_file_list=["bad.yaml"], cmd_args=[])
     for bad in (1.5, True, None, [3]):
         with pytest.raises(ConfigError, match="'epochs'"):
             Config("BPR", "ml-100k", config_dict={"epochs": bad}, cmd_args=[])
+    with pytest.raises(ConfigError, match=r"'mlp_hidden_size' = 64 .*expected list or tuple"):  # "(list of int)"
+        Config("DeepFM", "ml-100k", cmd_args=["--mlp_hidden_size=64"])
     with pytest.raises(ConfigError, match="'sid_levels'"):  # a plugin key, from the plugin's yaml defaults
         Config("DAS", "ml-100k", cmd_args=["--sid_levels=three"])
 
