@@ -1,7 +1,8 @@
 """recbole-sid: semantic-ID recommendation models (DAS, COINS, SID tokenizers) as a RecBole plugin.
 
 ``import recbole_sid`` installs the compatibility shims (``recbole_sid.compat``) and makes the plugin's models
-resolvable by name through ``recbole_sid.get_model`` / ``recbole_sid.config.Config`` / ``run_recbole``.
+resolvable by name through ``recbole_sid.get_model`` / ``recbole_sid.config.Config`` / ``run_recbole``, and through
+RecBole's own ``recbole.utils.get_model`` / ``recbole.config.Config`` (``recbole_sid.utils.register_with_recbole``).
 """
 from recbole_sid import compat as _compat
 
@@ -12,6 +13,7 @@ from recbole_sid.exceptions import (  # noqa: E402
     DataError,
     DatasetNotFoundError,
     ModelNotFoundError,
+    PluginError,
     QuantizationError,
     RecBoleSIDError,
 )
@@ -23,7 +25,10 @@ from recbole_sid.utils import (  # noqa: E402
     plugins_from_env,
     properties_dir,
     register_model,
+    register_with_recbole,
 )
+
+register_with_recbole()
 
 __version__ = "0.1.0"
 
@@ -32,6 +37,7 @@ __all__ = [
     "DataError",
     "DatasetNotFoundError",
     "ModelNotFoundError",
+    "PluginError",
     "QuantizationError",
     "RecBoleSIDError",
     "available_models",

@@ -44,6 +44,17 @@ def _paragraph(message: str) -> str:
     return "\n".join(textwrap.wrap(f"run_recbole: error: {message}", width=110))
 
 
+def _current_folder_importable() -> None:
+    """Let ``--plugin my_models`` find ``./my_models.py``, as ``python -m recbole_sid`` does.
+
+    ``python -m`` puts the current folder on ``sys.path``; a console script puts its own ``bin/`` folder there
+    instead, so plugins beside the user were not found. The folder is appended: installed packages still win.
+    """
+    cwd = os.path.realpath(os.getcwd())
+    if cwd not in {os.path.realpath(entry or os.curdir) for entry in sys.path}:
+        sys.path.append(cwd)
+
+
 def _format_results(result) -> str:
     def fmt(d):
         return "  ".join(f"{k}: {float(v):.4f}" for k, v in d.items()) if d else "(none)"
@@ -67,9 +78,14 @@ def main(argv=None) -> int:
     from recbole_sid.config import parse_cmd_args
     from recbole_sid.exceptions import RecBoleSIDError
 
+    plugins = args.plugin + recbole_sid.plugins_from_env()
+    if plugins:
+        _current_folder_importable()
     try:
-        recbole_sid.import_plugins(args.plugin + recbole_sid.plugins_from_env())
+        recbole_sid.import_plugins(plugins)
     except RecBoleSIDError as exc:
+        if os.environ.get("RECBOLE_SID_DEBUG"):
+            traceback.print_exc()
         print(_paragraph(str(exc)), file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.list_models:

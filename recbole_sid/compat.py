@@ -11,12 +11,18 @@ That is a data-correctness problem, not a missing name, so we refuse pandas 3 ra
 
 Not a shim but a rule: the plugin never imports ``recbole.quick_start``. That module imports ``ray`` at
 module level; ray 2.6.3 (RecBole's pin) imports ``pkg_resources`` (gone in setuptools >= 81) and uses
-``np.bool8`` (gone in numpy >= 1.24/2.0). ``recbole_sid.quick_start`` is our own runner instead.
+``np.bool8`` (gone in numpy >= 1.24/2.0). ``recbole_sid.quick_start`` is our own runner instead. When the user's
+own script imports it, :func:`explain_quick_start_import` turns the failure into an error that says so.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib.abc
+import importlib.machinery
 import os
+import sys
 import types
+import warnings
 
 _APPLIED: set[str] = set()
 
@@ -153,10 +159,101 @@ def trainer_checkpoint_loading() -> bool:
     return True
 
 
+# --- setuptools >= 81 / numpy >= 2.0: ``import recbole.quick_start`` ---------------------------------------------
+# Breaks: RecBole 1.2.1's ``recbole.quick_start`` imports ``ray.tune`` at module level; ray 2.6.3 (RecBole's pin)
+# imports ``pkg_resources`` (removed in setuptools 81) and reads ``np.bool8`` (removed in numpy 2.0), so existing
+# scripts that call ``recbole.quick_start.run_recbole`` fail with ``No module named 'pkg_resources'``. Making the
+# import work would need a fake ``pkg_resources`` (other packages rely on the real one) or changing the user's
+# installed packages, so the shim does neither: a ``sys.meta_path`` finder wraps the import of exactly these modules
+# and re-raises an ImportError or AttributeError from it as an ImportError that says what is wrong and names the
+# plugin's runner. Where the import works (setuptools < 81, numpy < 2) it changes nothing. Fix upstream: RecBole
+# master imports ray lazily (unreleased as of 1.2.1); delete when the plugin requires a RecBole release that does.
+QUICK_START_MODULES = ("recbole.quick_start", "recbole.quick_start.quick_start")
+
+
+class QuickStartImportError(ImportError):
+    """``recbole.quick_start`` cannot be imported on this stack (see :func:`explain_quick_start_import`)."""
+
+
+def quick_start_import_message(exc: BaseException) -> str:
+    return (
+        f"recbole.quick_start cannot be imported on this Python stack ({type(exc).__name__}: {exc}). RecBole "
+        f"1.2.1's quick_start imports ray at module level, and ray 2.6.3 (RecBole's pin) needs pkg_resources "
+        f"(removed in setuptools 81) and np.bool8 (removed in numpy 2.0). Use the plugin's runner, which runs "
+        f"RecBole's and recbole-sid's models without ray: recbole_sid.quick_start.run_recbole (same arguments: "
+        f"model, dataset, config_file_list, config_dict, saved), recbole_sid.quick_start.run and "
+        f"load_data_and_model, or the run_recbole console script. RecBole's own quick_start imports where "
+        f"setuptools<81 and numpy<2 are installed (README, Compatibility)."
+    )
+
+
+class _ExplainingLoader(importlib.abc.Loader):
+    """Delegates to the real loader; an ImportError/AttributeError while executing becomes QuickStartImportError."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        try:
+            self._loader.exec_module(module)
+        except QuickStartImportError:
+            raise
+        except (ImportError, AttributeError) as exc:
+            raise QuickStartImportError(quick_start_import_message(exc), name=module.__name__) from exc
+
+
+class _QuickStartFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path, target=None):
+        if fullname not in QUICK_START_MODULES:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _ExplainingLoader(spec.loader)
+        return spec
+
+
+def explain_quick_start_import() -> bool:
+    """Install the finder that explains a failing ``import recbole.quick_start`` (idempotent)."""
+    if any(isinstance(finder, _QuickStartFinder) for finder in sys.meta_path):
+        return False
+    sys.meta_path.insert(0, _QuickStartFinder())
+    return True
+
+
+# --- pandas >= 2.1: RecBole's pandas FutureWarnings ---------------------------------------------------------
+# Breaks nothing, but every run prints screens of them: RecBole 1.2.1's ``Dataset`` fills missing values with
+# chained ``feat[field].fillna(..., inplace=True)`` ("A value is trying to be set on a copy ... through chained
+# assignment", pandas >= 2.2) and counts with ``Series.agg(len)`` ("using <built-in function len> in Series.agg
+# cannot aggregate", pandas >= 2.1). Not installed globally: :func:`recbole_pandas_warnings_silenced` ignores
+# exactly these messages, attributed to RecBole's modules, while the plugin's runner runs; the user's own code keeps
+# every warning. (The chained fillna really does nothing under pandas 3, which is why setup.cfg says pandas<3.)
+# Fix upstream: RecBole master rewrites both calls; delete when the plugin requires a RecBole release with them.
+RECBOLE_PANDAS_WARNINGS = (
+    r"A value is trying to be set on a copy of a DataFrame or Series through chained assignment",
+    r"using <built-in function len> in Series\.agg cannot aggregate",
+)
+
+
+@contextlib.contextmanager
+def recbole_pandas_warnings_silenced():
+    """Ignore RecBole's own pandas FutureWarnings (above) inside the block; warning filters are restored after."""
+    with warnings.catch_warnings():
+        for message in RECBOLE_PANDAS_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=FutureWarning, module=r"recbole(\.|$)")
+        yield
+
+
 SHIMS = {
     "numpy_aliases": numpy_aliases,
     "scipy_dok_update": scipy_dok_update,
     "trainer_checkpoint_loading": trainer_checkpoint_loading,
+    "explain_quick_start_import": explain_quick_start_import,
 }
 
 

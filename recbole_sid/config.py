@@ -9,8 +9,14 @@ Differences from ``recbole.config.Config``, each on purpose:
   ``register_model``); the user's files, dict and command line still override all of them;
 * ``ml-100k`` is read from ``<data_path>/ml-100k`` when that folder holds it, and from the copy embedded in the
   ``recbole`` package otherwise (stock RecBole always takes the embedded copy); the choice is logged;
-* string values from the command line are parsed with ``ast.literal_eval`` instead of RecBole's ``eval``;
-* ``cmd_args`` passes ``--key=value`` overrides explicitly (the CLI does); malformed ones raise ``ConfigError``.
+* string values from the command line and ``config_dict`` are parsed with ``ast.literal_eval`` instead of
+  RecBole's ``eval``, and keys that RecBole itself passes to ``eval`` (``teacher``) only take a class name;
+* ``cmd_args`` passes ``--key=value`` overrides explicitly (the CLI does); malformed ones raise ``ConfigError``;
+* the user's keys are checked before any data is read (``recbole_sid.config_checks``): a value of the wrong type
+  raises ``ConfigError`` naming the key, the value and the expected type; an unknown key is logged as a warning
+  with close spellings;
+* on a machine without a usable CUDA device ``use_gpu`` is set to False (RecBole logs ``use_gpu = True`` beside
+  ``device = cpu``), with a notice.
 """
 from __future__ import annotations
 
@@ -19,15 +25,10 @@ import os
 from logging import getLogger
 
 from recbole.config.configurator import Config as RecBoleConfig
-from recbole.utils import ModelType
 
+from recbole_sid import config_checks
 from recbole_sid.exceptions import ConfigError
-from recbole_sid.utils import canonical_model_name, get_model, properties_dir, registered_yaml
-
-#: quick-start yaml of the plugin applied by model type (after RecBole's own quick-start yaml).
-_QUICK_START_BY_TYPE = {
-    ModelType.GENERAL: "general.yaml",
-}
+from recbole_sid.utils import canonical_model_name, check_config_dependencies, get_model, plugin_yaml_files
 
 
 def embedded_dataset_dir(name: str) -> str:
@@ -79,14 +80,21 @@ def parse_cmd_args(args) -> dict:
 class Config(RecBoleConfig):
     """RecBole's ``Config`` plus the plugin's models and yaml defaults (see the module docstring)."""
 
+    #: the plugin's yaml files are loaded here, not by the hook ``register_with_recbole`` adds to RecBole's Config
+    loads_plugin_defaults = True
+
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
         self._cmd_args = None if cmd_args is None else list(cmd_args)
-        #: messages to log once RecBole's logger is initialised (Config is built before ``init_logger``).
+        #: messages to log once RecBole's logger is initialised (Config is built before ``init_logger``):
+        #: ``notices`` at INFO level, ``warnings`` at WARNING level.
         self.notices: list[str] = []
+        self.warnings: list[str] = []
+        self._key_files: dict[str, str] = {}
         for file in config_file_list or []:
             if not os.path.isfile(file):
                 raise ConfigError(f"Config file not found: {file} (given in config_file_list / --config_files).")
         super().__init__(model, dataset, config_file_list, config_dict)
+        check_config_dependencies(self.model, self)
 
     # -- parsing -------------------------------------------------------------------------------------------
     def _convert_config_dict(self, config_dict):
@@ -110,6 +118,7 @@ class Config(RecBoleConfig):
             if not isinstance(loaded, dict):
                 raise ConfigError(f"Config file {file} must hold a mapping of config keys, got {type(loaded).__name__}.")
             merged.update(loaded)
+            self._key_files.update(dict.fromkeys(loaded, file))
         return merged
 
     def _load_cmd_line(self):
@@ -137,20 +146,47 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        props = properties_dir()
-        files = [props / "overall.yaml"]
-        quick_start = _QUICK_START_BY_TYPE.get(self.internal_config_dict["MODEL_TYPE"])
-        model_yaml = props / "model" / f"{model}.yaml"
-        if quick_start is not None and (model_yaml.is_file() or registered_yaml(model)):
-            # plugin quick-start defaults apply to the plugin's (and registered) models only, never RecBole's.
-            files.append(props / "quick_start_config" / quick_start)
-        files.append(model_yaml)
-        extra = registered_yaml(model)
-        if extra:
-            files.append(extra)
-        for file in files:
-            if os.path.isfile(file):
-                self._update_internal_config_dict(file)
+        # plugin quick-start and model defaults apply to the plugin's (and registered) models; overall.yaml to all.
+        for file in plugin_yaml_files(model, self.internal_config_dict["MODEL_TYPE"], recbole_models_too=True):
+            self._update_internal_config_dict(file)
+
+    # -- checks of the user's keys (before RecBole reads any of them) ----------------------------------------
+    def _get_final_config_dict(self):
+        self._check_user_keys()
+        return super()._get_final_config_dict()
+
+    def _key_source(self, key: str) -> str:
+        if key in self.cmd_config_dict:
+            return "command line"
+        if key in self.variable_config_dict:
+            return "config_dict"
+        return f"config file {self._key_files.get(key, '?')}"
+
+    def _check_user_keys(self):
+        for key, value in self.external_config_dict.items():
+            config_checks.check_evaled(key, value, self._key_source(key))
+            config_checks.check_type(key, value, self.internal_config_dict.get(key), self._key_source(key))
+        known = config_checks.known_keys(self.internal_config_dict)
+        for key in self.external_config_dict:
+            if key in known:
+                continue
+            close = config_checks.close_keys(key, known)
+            hint = f" Did you mean {' or '.join(repr(k) for k in close)}?" if close else ""
+            self.warnings.append(
+                f"Config key '{key}' ({self._key_source(key)}) is not a key of RecBole, recbole-sid or the "
+                f"registered models.{hint} It is kept as given, but no default exists for it, so it may be unused."
+            )
+
+    def _init_device(self):
+        super()._init_device()
+        device = self.final_config_dict.get("device")
+        if self.final_config_dict.get("use_gpu") and getattr(device, "type", None) == "cpu":
+            import torch
+
+            reason = ("no CUDA device is available" if not torch.cuda.is_available()
+                      else f"gpu_id = '{self.final_config_dict.get('gpu_id')}' selects no GPU")
+            self.final_config_dict["use_gpu"] = False
+            self.notices.append(f"use_gpu = True, but {reason}: running on the CPU, use_gpu set to False.")
 
     def _set_default_parameters(self):
         requested = self.final_config_dict.get("data_path") or "dataset/"
@@ -169,8 +205,10 @@ class Config(RecBoleConfig):
                 )
 
     def log_notices(self, logger=None):
-        """Log the notices gathered while building the config (call after ``init_logger``)."""
+        """Log the notices and warnings gathered while building the config (call after ``init_logger``)."""
         logger = logger or getLogger()
         for message in self.notices:
             logger.info(message)
+        for message in self.warnings:
+            logger.warning(message)
 

@@ -9,6 +9,10 @@ class ModelNotFoundError(RecBoleSIDError, ValueError):
     """A model name that neither the plugin, a registered third party nor RecBole knows."""
 
 
+class PluginError(RecBoleSIDError, ImportError):
+    """A plugin module (``--plugin`` / ``RECBOLE_SID_PLUGINS``) that raised an error while being imported."""
+
+
 class DatasetNotFoundError(RecBoleSIDError, FileNotFoundError):
     """A dataset whose atomic files are not under ``data_path`` (the plugin never downloads)."""
 

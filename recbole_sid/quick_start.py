@@ -6,8 +6,10 @@ try to download it, and never imports ``recbole.quick_start`` (which imports ray
 """
 from __future__ import annotations
 
+import functools
 import glob
 import logging
+import numbers
 import os
 import sys
 import time
@@ -20,17 +22,23 @@ from recbole.data import create_dataset, data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
+from recbole_sid.compat import recbole_pandas_warnings_silenced
 from recbole_sid.config import Config
+from recbole_sid.data.text import ATOMIC_TYPES, read_atomic_header
 from recbole_sid.evaluation import evaluate_warm_cold
-from recbole_sid.exceptions import ConfigError, DatasetNotFoundError
+from recbole_sid.exceptions import ConfigError, DataError, DatasetNotFoundError
 from recbole_sid.runs import name_run
 from recbole_sid.utils import get_model, get_trainer
 
 
 def check_dataset_files(config) -> None:
-    """Fail with :class:`DatasetNotFoundError` when the dataset's atomic files are not under ``data_path``.
+    """Check the interaction files the run will read before RecBole loads them (RecBole never downloads here).
 
-    RecBole would otherwise try to download unknown datasets from the network; the plugin never does.
+    :class:`DatasetNotFoundError` when they are not under ``data_path`` (RecBole would try to download unknown
+    datasets); :class:`DataError` naming the file when one is empty, has a header column that is not
+    ``name:type`` with a RecBole type, lacks the configured ``USER_ID_FIELD`` / ``ITEM_ID_FIELD`` (unless
+    ``load_col`` / ``unload_col`` leave it out) or has no data row. RecBole itself would fail with ``ValueError:
+    not enough values to unpack`` and no file name.
     """
     name, path = config["dataset"], config["data_path"]
     benchmark = config["benchmark_filename"]
@@ -40,6 +48,8 @@ def check_dataset_files(config) -> None:
         wanted = [os.path.join(path, f"{name}.inter")]
     missing = [f for f in wanted if not os.path.isfile(f)]
     if not missing:
+        for file in wanted:
+            check_inter_file(file, config)
         return
     root = os.path.dirname(os.path.normpath(path)) or "."
     present = sorted(os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(root, "*", "*.inter")))
@@ -49,6 +59,46 @@ def check_dataset_files(config) -> None:
         f"'python -m dataset_prep --help'), or pass --data_path=DIR. Datasets found under '{root}': "
         f"{', '.join(sorted(set(present))) or '(none)'}; ml-100k is always available (embedded in recbole)."
     )
+
+
+def _loaded_id_fields(config) -> list[tuple[str, str]]:
+    """``(config key, field)`` of the id fields RecBole will load from the ``.inter`` file."""
+    load_col, unload_col = config["load_col"], config["unload_col"] or {}
+    fields = []
+    for key in ("USER_ID_FIELD", "ITEM_ID_FIELD"):
+        field = config[key]
+        if field is None:
+            continue
+        if isinstance(load_col, dict) and load_col.get("inter") != "*" and field not in (load_col.get("inter") or ()):
+            continue
+        if isinstance(unload_col, dict) and field in (unload_col.get("inter") or ()):
+            continue
+        fields.append((key, field))
+    return fields
+
+
+def check_inter_file(file, config) -> None:
+    """One interaction file: a ``name:type`` header with the configured id fields, then at least one row."""
+    sep = config["field_separator"] or "\t"
+    example = sep.join(["user_id:token", "item_id:token", "rating:float", "timestamp:float"])
+    expected = (f"expected a RecBole atomic header of 'name:type' columns separated by {sep!r} "
+                f"(types: {', '.join(ATOMIC_TYPES)}), such as {example!r}, then one row per interaction")
+    with open(file, encoding="utf-8", errors="replace") as f:
+        if not f.readline().strip():
+            raise DataError(f"{file}: the file is empty or its first line is blank; {expected}.")
+    try:
+        header = read_atomic_header(file, sep)
+    except DataError as exc:
+        raise DataError(f"{exc}; {expected}.") from exc
+    names = [field for field, _ in header]
+    for key, field in _loaded_id_fields(config):
+        if field not in names:
+            raise DataError(f"{file}: no '{field}' column, which {key} = {field} names (header fields: "
+                            f"{', '.join(names)}). Rename the column or set {key} to the file's field.")
+    with open(file, encoding="utf-8", errors="replace") as f:
+        next(f, None)
+        if not any(line.strip() for line in f):
+            raise DataError(f"{file}: a header and no data row; {expected}.")
 
 
 def build_config(model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None) -> Config:
@@ -86,6 +136,24 @@ def _time_training_epochs(trainer, sink: list) -> None:
     trainer._train_epoch = timed
 
 
+def _quiet_recbole_pandas(func):
+    """Run ``func`` with RecBole's pandas FutureWarnings silenced (``recbole_sid.compat``), only while it runs."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with recbole_pandas_warnings_silenced():
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def plain_floats(result):
+    """RecBole's metric dict with plain floats (numpy 2 would log ``np.float64(0.1234)`` for each value)."""
+    if not isinstance(result, dict):
+        return result
+    return {key: float(value) if isinstance(value, numbers.Real) else value for key, value in result.items()}
+
+
+@_quiet_recbole_pandas
 def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None,
                 cmd_args=None, config=None):
     r"""Train and test ``model`` on ``dataset`` like RecBole's ``run_recbole``; returns RecBole's result dict.
@@ -132,11 +200,12 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
 
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
-    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    logger.info(set_color("best valid ", "yellow") + f": {plain_floats(best_valid_result)}")
+    logger.info(set_color("test result", "yellow") + f": {plain_floats(test_result)}")
     for key, value in breakdown.items():
         if key.startswith("test_result_"):
-            logger.info(set_color(key.replace("_", " ", 1).replace("_", " (") + ")", "yellow") + f": {value}")
+            title = key.replace("_", " ", 1).replace("_", " (") + ")"
+            logger.info(set_color(title, "yellow") + f": {plain_floats(value)}")
 
     result = {
         "best_valid_score": best_valid_score,
@@ -197,6 +266,7 @@ def run(model, dataset, config_file_list=None, config_dict=None, saved=True, npr
     return None if queue.empty() else queue.get()
 
 
+@_quiet_recbole_pandas
 def load_data_and_model(model_file):
     r"""Load a checkpoint written by ``run_recbole`` (plugin or RecBole model) with its data and dataloaders.
 

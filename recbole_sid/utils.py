@@ -6,10 +6,11 @@ import importlib
 import importlib.util
 import inspect
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from recbole_sid.exceptions import ModelNotFoundError
+from recbole_sid.exceptions import ConfigError, ModelNotFoundError, PluginError
 
 #: Sub-packages searched for ``<name.lower()>.py``, in the plugin and in RecBole (same names as RecBole's).
 MODEL_SUBMODULES = (
@@ -27,6 +28,26 @@ MODEL_ALIASES = {"QuantAlign": "LETTER", "AlignQuant": "QARM"}
 def canonical_model_name(model_name: str) -> str:
     """The model a (possibly old) name resolves to: ``QuantAlign`` -> ``LETTER``, ``AlignQuant`` -> ``QARM``."""
     return MODEL_ALIASES.get(model_name, model_name) if model_name not in _REGISTRY else model_name
+#: Packages outside RecBole's requirements that RecBole 1.2.1 models import: model -> [(module, pip name)].
+#: Found by grepping recbole/model and recbole/data for imports. Checked by ``get_model`` so that a run stops before
+#: loading data (KGAT used to fail while building the model, KGIN and MCCLK in their first training batch).
+#: torch_geometric is imported only by ``Dataset.get_norm_adj_mat``-style helpers with ``form="pyg"``, which no
+#: RecBole model calls (RecBole-GNN does); faiss (NCL) and scikit-learn (SLIMElastic, NCEPLRec) are requirements.
+OPTIONAL_DEPENDENCIES = {
+    "LightGBM": [("lightgbm", "lightgbm")],
+    "XGBoost": [("xgboost", "xgboost")],
+    "KGAT": [("dgl", "dgl")],
+    "KGIN": [("torch_scatter", "torch-scatter")],
+    "MCCLK": [("torch_scatter", "torch-scatter")],
+}
+#: Dependencies needed only with some settings, checked on the final config (``check_config_dependencies``):
+#: model -> (config key, predicate on its value, the setting in words, [(module, pip name)]).
+CONDITIONAL_DEPENDENCIES = {
+    "LDiffRec": ("n_cate", lambda v: v != 1, "n_cate != 1 (item clustering)",
+                 [("kmeans_pytorch", "kmeans-pytorch")]),
+    "NNCF": ("neigh_info_method", lambda v: v == "louvain", "neigh_info_method = 'louvain'",
+             [("networkx", "networkx"), ("community", "python-louvain")]),
+}
 
 
 @dataclass
@@ -84,22 +105,84 @@ def plugins_from_env() -> list[str]:
 
 
 def import_plugins(modules) -> list:
-    """Import third-party modules that register models (``register_model``) before any lookup."""
+    """Import third-party modules that register models (``register_model``) before any lookup.
+
+    A module that is not found raises :class:`ModelNotFoundError`; an error raised while the module runs
+    (a syntax error, a missing dependency, a failing ``register_model``, ...) raises :class:`PluginError` naming
+    the module, the error and the plugin's line.
+    """
     imported = []
     for name in modules:
         try:
             imported.append(importlib.import_module(name))
-        except ImportError as exc:
-            raise ModelNotFoundError(
-                f"Plugin module '{name}' (from --plugin or RECBOLE_SID_PLUGINS) cannot be imported: {exc}"
-            ) from exc
+        except ModuleNotFoundError as exc:
+            if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+                raise ModelNotFoundError(
+                    f"Plugin module '{name}' (from --plugin or RECBOLE_SID_PLUGINS) not found: no {name}.py (or "
+                    f"package) in the current folder or on sys.path. Give the module name, without '.py'."
+                ) from exc
+            raise PluginError(_plugin_failure(name, exc)) from exc
+        except Exception as exc:  # anything the plugin's own code raises at import
+            raise PluginError(_plugin_failure(name, exc)) from exc
     return imported
+
+
+def _plugin_failure(name: str, exc: BaseException) -> str:
+    import traceback
+
+    origin = None
+    try:
+        spec = importlib.util.find_spec(name)
+        origin = spec.origin if spec is not None else None
+    except (ImportError, ValueError):
+        pass
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" at {exc.filename}, line {exc.lineno}"
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<frozen")]
+        own = [f for f in frames if origin and f.filename == origin]
+        frame = (own or frames or [None])[-1]
+        where = f" at {frame.filename}, line {frame.lineno}" if frame is not None else ""
+    return (f"Plugin module '{name}' (from --plugin or RECBOLE_SID_PLUGINS) failed while being imported{where}: "
+            f"{type(exc).__name__}: {exc}. Fix the module (set RECBOLE_SID_DEBUG=1 for the traceback).")
 
 
 def registered_yaml(model_name: str) -> str | None:
     """The yaml file a third party registered for ``model_name`` (None if none)."""
     reg = _REGISTRY.get(model_name)
     return reg.yaml_path if reg else None
+
+
+def registered_yaml_files() -> list[str]:
+    """The yaml files of every registered model."""
+    return [reg.yaml_path for reg in _REGISTRY.values() if reg.yaml_path]
+
+
+def _module_available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _missing_packages(requirements) -> list[tuple[str, str]]:
+    return [(module, pip) for module, pip in requirements if not _module_available(module)]
+
+
+def _missing_message(what: str, missing) -> str:
+    modules = " and ".join(f"'{module}'" for module, _ in missing)
+    plural = "s" if len(missing) > 1 else ""
+    return (f"{what} needs the {modules} package{plural}, which {'are' if plural else 'is'} not installed "
+            f"(pip install {' '.join(pip for _, pip in missing)}).")
+
+
+def check_config_dependencies(model_name: str, config) -> None:
+    """Raise ``ConfigError`` when a RecBole model's setting needs a package that is absent (NNCF + louvain, ...)."""
+    if model_name not in CONDITIONAL_DEPENDENCIES or model_name in _REGISTRY:
+        return
+    key, needs, setting, requirements = CONDITIONAL_DEPENDENCIES[model_name]
+    if not needs(config[key]):
+        return
+    missing = _missing_packages(requirements)
+    if missing:
+        raise ConfigError(_missing_message(f"RecBole's {model_name} with {setting}", missing))
 
 
 def _find_module(package: str, model_name: str):
@@ -178,22 +261,87 @@ def get_model(model_name: str) -> type:
     for package in ("recbole_sid.model", "recbole.model"):
         module = _find_module(package, model_name)
         if module is not None:
-            if hasattr(module, model_name):
-                return getattr(module, model_name)
-            raise _not_found(model_name)
+            if not hasattr(module, model_name):
+                raise _not_found(model_name)
+            if package == "recbole.model":
+                _check_dependencies(model_name)
+            return getattr(module, model_name)
     if model_name.lower() in _EXLIB_MODELS:
         if model_name != _EXLIB_MODELS[model_name.lower()]:
             raise _not_found(model_name)
-        dependency = model_name.lower()
-        if importlib.util.find_spec(dependency) is None:
-            raise ModelNotFoundError(
-                f"RecBole's {model_name} model needs the '{dependency}' package, which is not installed "
-                f"(pip install {dependency})."
-            )
-        from recbole.utils import get_model as recbole_get_model
-
-        return recbole_get_model(model_name)
+        _check_dependencies(model_name)
+        return recbole_original("get_model")(model_name)
     raise _not_found(model_name)
+
+
+def _check_dependencies(model_name: str) -> None:
+    missing = _missing_packages(OPTIONAL_DEPENDENCIES.get(model_name, ()))
+    if missing:
+        raise ModelNotFoundError(_missing_message(f"RecBole's {model_name} model", missing))
+
+
+def recbole_original(name: str):
+    """RecBole's own ``recbole.utils.<name>`` (``get_model``/``get_trainer``), even after ``register_with_recbole``."""
+    import recbole.utils.utils as recbole_utils
+
+    originals = recbole_utils.__dict__.setdefault("_recbole_sid_originals", {})
+    if name not in originals:
+        originals[name] = getattr(recbole_utils, name)
+    return originals[name]
+
+
+def plugin_yaml_files(model_name: str, model_type, recbole_models_too: bool = False) -> list:
+    """The plugin's yaml defaults for ``model_name``, in loading order (after RecBole's own yaml files).
+
+    ``properties/overall.yaml``; for plugin and registered models also the plugin's quick-start yaml of their type
+    (``general.yaml`` for GENERAL), ``properties/model/<Model>.yaml`` and the registered yaml. For RecBole's own
+    models: ``overall.yaml`` when ``recbole_models_too`` (the plugin's ``Config``), else nothing (RecBole's Config).
+    """
+    from recbole.utils import ModelType
+
+    props = properties_dir()
+    model_name = canonical_model_name(model_name)
+    model_yaml = props / "model" / f"{model_name}.yaml"
+    registered = registered_yaml(model_name)
+    if not (model_yaml.is_file() or model_name in _REGISTRY or recbole_models_too):
+        return []
+    files = [props / "overall.yaml"]
+    if model_type == ModelType.GENERAL and (model_yaml.is_file() or registered):
+        files.append(props / "quick_start_config" / "general.yaml")
+    files += [f for f in (model_yaml, registered) if f and os.path.isfile(f)]
+    return files
+
+
+def register_with_recbole() -> None:
+    """Make RecBole's own entry points find the plugin's (and registered) models; ``import recbole_sid`` calls it.
+
+    Without it, ``recbole.utils.get_model("DAS")`` falls through to RecBole's exlib package and fails with
+    ``No module named 'lightgbm'``, so ``recbole.config.Config(model="DAS")``, ``recbole.quick_start.run_recbole``
+    and ``load_data_and_model`` fail on every plugin model, and ``Config(model=<class DAS>)`` misses the plugin's
+    yaml defaults (``sid_levels``, ...). RecBole modules bind the names at import (``from recbole.utils import
+    get_model``), so the names are replaced in every loaded ``recbole`` module that holds RecBole's function (modules
+    imported later, such as ``recbole.quick_start``, bind the replaced ``recbole.utils`` names); RecBole's
+    ``Config._load_internal_config_dict`` also loads :func:`plugin_yaml_files`. Idempotent.
+    """
+    from recbole.config.configurator import Config as RecBoleConfig
+
+    for name, ours in (("get_model", get_model), ("get_trainer", get_trainer)):
+        original = recbole_original(name)
+        for module_name, module in list(sys.modules.items()):
+            if module_name.split(".")[0] == "recbole" and getattr(module, name, None) is original:
+                setattr(module, name, ours)
+    load = RecBoleConfig.__dict__["_load_internal_config_dict"]
+    if getattr(load, "__wrapped__", None) is not None:
+        return
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        load(self, model, model_class, dataset)
+        if not getattr(self, "loads_plugin_defaults", False):  # recbole_sid.config.Config loads its own
+            for file in plugin_yaml_files(model, self.internal_config_dict["MODEL_TYPE"]):
+                self._update_internal_config_dict(file)
+
+    _load_internal_config_dict.__wrapped__ = load
+    RecBoleConfig._load_internal_config_dict = _load_internal_config_dict
 
 
 def get_trainer(model_type, model_name: str) -> type:
@@ -210,6 +358,4 @@ def get_trainer(model_type, model_name: str) -> type:
 
         if issubclass(reg.model_class, SIDRecommender):  # phase 1 (tokenizer) needs the SID trainer
             return trainer_module.SIDTrainer
-    from recbole.utils import get_trainer as recbole_get_trainer
-
-    return recbole_get_trainer(model_type, model_name)
+    return recbole_original("get_trainer")(model_type, model_name)

@@ -24,6 +24,8 @@ from recbole_sid.atomic_io import read_header
 from recbole_sid.exceptions import DataError
 
 TEXT_TYPES = ("token", "token_seq")
+#: the field types of RecBole atomic files (``recbole.utils.FeatureType``)
+ATOMIC_TYPES = ("token", "token_seq", "float", "float_seq")
 _IDENTIFIER_NAME = re.compile(r"(zip|postcode|postal)", re.IGNORECASE)
 _WS = re.compile(r"\s+")
 
@@ -44,8 +46,9 @@ def read_atomic_header(path, sep: str = "\t") -> list[tuple[str, str]]:
         if col.count(":") != 1:
             raise DataError(f"{path}: header column {col!r} is not of the form 'name:type'")
         name, ftype = col.split(":")
-        if ftype not in ("token", "token_seq", "float", "float_seq"):
-            raise DataError(f"{path}: column {name!r} has unknown type {ftype!r}")
+        if ftype not in ATOMIC_TYPES:
+            raise DataError(f"{path}: column {name!r} has unknown type {ftype!r} (RecBole types: "
+                            f"{', '.join(ATOMIC_TYPES)})")
         columns.append((name, ftype))
     names = [n for n, _ in columns]
     if len(set(names)) != len(names):
