@@ -20,8 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run_recbole",
         allow_abbrev=False,
-        description="Train and evaluate a RecBole or recbole-sid model (DAS, COINS, RQKMeans, RQVAE, QuantAlign, "
-                    "AlignQuant, or any RecBole model such as BPR, LightGCN, DeepFM).",
+        description="Train and evaluate a RecBole or recbole-sid model (DAS, COINS, RQKMeans, RQVAE, LETTER, "
+                    "QARM, or any RecBole model such as BPR, LightGCN, DeepFM).",
         epilog="Any other config key is given as --key=value (e.g. --epochs=5 --learning_rate=0.001), exactly as "
                "with RecBole's run_recbole.py. ml-100k needs no download (the copy inside recbole is used).",
     )

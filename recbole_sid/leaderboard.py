@@ -29,7 +29,7 @@ from recbole_sid.atomic_io import atomic_write, plain_name
 from recbole_sid.exceptions import DataError, RecBoleSIDError
 
 TOPK_BASELINES = ["Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "SGL"]
-TOPK_PLUGIN = ["RQKMeans", "RQVAE", "QuantAlign", "AlignQuant", "DAS"]
+TOPK_PLUGIN = ["RQKMeans", "RQVAE", "LETTER", "QARM", "DAS"]
 CTR_BASELINES = ["LR", "FM", "DeepFM", "DCN", "WideDeep"]
 #: "DeepFM + SID" labels (``<CTR model>+SID-<tokenizer>``, see ``sid_feature_source``) are CTR plugin rows
 CTR_PLUGIN = ["COINS", "DeepFM+SID-RQKMeans", "DeepFM+SID-DAS"]

@@ -133,17 +133,20 @@ def test_reconstruction_is_normalised_so_that_it_acts(tiny_root):
 
 def test_cooccurrence_mask_covers_repeated_partners():
     """Co-occurrence partners repeat (popular items are drawn often): a row whose partner appears again in the batch
-    must not see that copy as a negative. The mask covers same anchors OR same partners."""
+    must not see that copy as a negative. The mask covers same anchors OR same partners, and a key that is the
+    query's own entity (row 3's anchor drawn as row 2's partner)."""
     torch.manual_seed(0)
     mdam = MDAM(code_dim=4, cf_dim=4, temperature=0.5)
     z_a, z_b = torch.randn(4, 4), torch.randn(4, 4)
     anchors = torch.tensor([1, 2, 3, 4])
-    partners = torch.tensor([7, 7, 8, 9])  # rows 0 and 1 share their partner
+    partners = torch.tensor([7, 7, 4, 9])  # rows 0 and 1 share their partner; row 2's partner is row 3's anchor
     z_b[1] = z_b[0]  # the same entity has the same vector
+    z_b[2] = z_a[3]
     got = mdam.cooccurrence(z_a, z_b, anchors, partners)
     logits = F.normalize(z_a, dim=-1) @ F.normalize(z_b, dim=-1).T / 0.5
     mask = torch.zeros(4, 4, dtype=torch.bool)
     mask[0, 1] = mask[1, 0] = True  # the partner's copy, both directions
+    mask[3, 2] = True  # row 3's query against its own vector (the key of row 2)
     logits = logits.masked_fill(mask, float("-inf"))
     labels = torch.arange(4)
     expected = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
@@ -153,6 +156,8 @@ def test_cooccurrence_mask_covers_repeated_partners():
     # rows without a partner (-1) are left out
     assert torch.isclose(mdam.cooccurrence(z_a, z_b, anchors, torch.tensor([7, 7, -1, -1])),
                          mdam.nce(z_a[:2], z_b[:2], anchors[:2], partners[:2]))
+    u2i_like = mdam.nce(z_a, z_b, anchors, partners)  # users vs items: user 4 and item 4 are not one entity
+    assert not torch.isclose(u2i_like, got)
 
 
 def _fit(model, train, valid):

@@ -80,13 +80,16 @@ class SIDHead(nn.Module):
 
 
 def info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.1, ids: torch.Tensor | None = None,
-             symmetric: bool = True, key_ids: torch.Tensor | None = None) -> torch.Tensor:
+             symmetric: bool = True, key_ids: torch.Tensor | None = None, one_kind: bool = False) -> torch.Tensor:
     """InfoNCE with in-batch negatives between row-aligned ``query`` and ``key`` (cosine similarity / temperature).
 
     ``ids`` / ``key_ids`` (optional, [B]): the entity of each query row / key row. A pair (r, c), r != c, is not
     used as a negative when the queries are the same entity (``ids[r] == ids[c]``) or the keys are
     (``key_ids[r] == key_ids[c]``): a repeated entity would otherwise be pushed away from itself. ``key_ids``
     defaults to ``ids`` (both sides hold the same entities, e.g. an item's SID vector and its CF embedding).
+    ``one_kind``: queries and keys are entities of one kind in one space (co-occurrence i2i: an item and another
+    item), so a key that is the query's own entity (``ids[r] == key_ids[c]``, e.g. row r's anchor drawn as row c's
+    partner) is not a negative either: it would be the query's most similar key.
     """
     q = F.normalize(query, dim=-1)
     k = F.normalize(key, dim=-1)
@@ -98,6 +101,8 @@ def info_nce(query: torch.Tensor, key: torch.Tensor, temperature: float = 0.1, i
         if side is not None:
             eq = side.unsqueeze(0) == side.unsqueeze(1)
             same = eq if same is None else same | eq
+    if one_kind and ids is not None and key_ids is not None:
+        same = same | (ids.unsqueeze(1) == key_ids.unsqueeze(0))
     if same is not None:
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same, float("-inf"))

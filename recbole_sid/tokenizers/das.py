@@ -109,7 +109,8 @@ class MDAM(nn.Module):
     """MDAM, multi-view dual alignment: InfoNCE between quantized SID vectors (z) and unbiased CF embeddings (c).
 
     In-batch negatives exclude every copy of the positive: a pair is masked when its anchors are the same entity
-    or its keys are (``info_nce`` with ``ids`` and ``key_ids``)."""
+    or its keys are (``info_nce`` with ``ids`` and ``key_ids``); in the co-occurrence views also when a key is the
+    anchor itself (an item drawn as another row's partner)."""
 
     def __init__(self, code_dim: int, cf_dim: int, temperature: float, seed: int = 0):
         super().__init__()
@@ -119,8 +120,8 @@ class MDAM(nn.Module):
             torch.manual_seed(seed)
             self.proj = nn.Identity() if code_dim == cf_dim else nn.Linear(code_dim, cf_dim, bias=False)
 
-    def nce(self, a, b, ids=None, key_ids=None):
-        return info_nce(a, b, self.temperature, ids=ids, key_ids=key_ids)
+    def nce(self, a, b, ids=None, key_ids=None, one_kind=False):
+        return info_nce(a, b, self.temperature, ids=ids, key_ids=key_ids, one_kind=one_kind)
 
     def u2i(self, z_u, c_i_pro, c_u_int, z_i, users, items):
         """Dual u2i: z_u <-> c_i_pro and c_u_int <-> z_i over observed (u, i) pairs."""
@@ -137,7 +138,7 @@ class MDAM(nn.Module):
         valid = partners >= 0
         if not bool(valid.any()):
             return z_a.new_zeros(())
-        return self.nce(self.proj(z_a[valid]), self.proj(z_b[valid]), anchors[valid], partners[valid])
+        return self.nce(self.proj(z_a[valid]), self.proj(z_b[valid]), anchors[valid], partners[valid], one_kind=True)
 
 
 class CooccurrenceSampler:
