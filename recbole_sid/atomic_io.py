@@ -18,6 +18,9 @@ import numpy as np
 
 from recbole_sid.exceptions import DataError
 
+#: Largest code a SID file may hold (``recbole_sid.quantization.checks.MAX_CODEBOOK_SIZE`` - 1): a code indexes an
+#: embedding table, so an unchecked ``a_999999999`` would allocate a table of a billion rows.
+MAX_SID_CODE = 65535
 #: Level prefixes of SID tokens: level 0 -> ``a_12``, level 1 -> ``b_7``, ...
 LEVEL_PREFIXES = string.ascii_lowercase
 _TOKEN_RE = re.compile(r"^<?([a-z])_(\d+)>?$")
@@ -223,7 +226,11 @@ def parse_sid_tokens(tokens, where: str) -> list[int]:
         if match.group(1) != LEVEL_PREFIXES[level]:
             raise DataError(f"{where}: SID token {token!r} at level {level} should start with "
                             f"'{LEVEL_PREFIXES[level]}_'")
-        codes.append(int(match.group(2)))
+        digits = match.group(2)
+        if len(digits) > len(str(MAX_SID_CODE)) or int(digits) > MAX_SID_CODE:
+            raise DataError(f"{where}: SID code {token!r} is out of range: codes run from 0 to {MAX_SID_CODE} (a "
+                            f"codebook has at most {MAX_SID_CODE + 1} codes)")
+        codes.append(int(digits))
     return codes
 
 

@@ -138,3 +138,16 @@ def test_cli(src_root, sid_file, tmp_path):
     proc = subprocess.run([PYTHON, "-m", "dataset_prep", "attach-sids", *args, "--overwrite"], env=cli_env(),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_codes_beyond_any_codebook_are_one_line_errors(src_root, tmp_path):
+    """A 25-digit code raised OverflowError (int64) before; now one line naming the file and the line."""
+    bad = tmp_path / "bad.itemsid"
+    bad.write_text("item_id:token\tsid:token_seq\ni1\ta_1 b_2\ni2\ta_1234567890123456789012345 b_0\n")
+    out = subprocess.run([PYTHON, "-m", "dataset_prep", "attach-sids", "--dataset", "ctr", "--data-path",
+                          str(src_root), "--sids", str(bad), "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, env=cli_env())
+    assert out.returncode == 2
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and f"{bad}:3: SID code" in err[0] and "out of range" in err[0]
+    assert not (tmp_path / "out").exists()

@@ -171,6 +171,15 @@ def test_sid_file_errors(ctr_root, tmp_path):
         build(ctr_root, coins_sid_file=str(tmp_path / "short.itemsid"))
     with pytest.raises(DataError, match="not found"):
         build(ctr_root, coins_sid_file=str(tmp_path / "nope.itemsid"))
+    # a code far beyond any codebook: refused with the file and line, before any table is allocated
+    huge = tmp_path / "huge.itemsid"
+    write_sids(huge, ids, np.zeros((n, 3), dtype=int))
+    lines = huge.read_text().splitlines()
+    lines[5] = lines[5].split("\t")[0] + "\ta_999999999 b_0 c_0"
+    huge.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"huge.itemsid:6: SID code 'a_999999999' is out of range: codes run from 0 "
+                                        r"to 65535"):
+        build(ctr_root, coins_sid_file=str(huge))
 
 
 def test_bad_config_values(ctr_root):
