@@ -441,6 +441,7 @@ def collect(out: Path, dataset: str, models) -> list[dict]:
                 key = f"{metric}{part}"
                 row[key] = _mean_std([c.get(f"test_result{part}", {}).get(metric) for c in ok])
         row["seconds_per_epoch"] = _mean_std([c.get("seconds_per_epoch") for c in ok])
+        row["tokenizer_seconds"] = _mean_std([c.get("tokenizer_seconds") for c in ok])
         row["peak_rss_mb"] = _mean_std([c.get("peak_rss_mb") for c in ok])
         row["epochs_run"] = _mean_std([c.get("epochs_run") for c in ok])
         quality = [c["sid_quality"]["items"] for c in ok if c.get("sid_quality")]
@@ -500,14 +501,16 @@ def write_tables(out: Path, dataset: str, models) -> Path:
         task_rows = [r for r in rows if r["task"] == task]
         if not task_rows:
             continue
-        cols = [f"{m}{p}" for p in ("", "_cold") for m in metrics] if task == "topk" else \
-            [f"{m}{p}" for p in ("", "_warm", "_cold") for m in metrics]
+        cols = [f"{m}{p}" for p in ("", "_warm", "_cold") for m in metrics]
+        phase1 = task == "topk" and any((r.get("tokenizer_seconds") or (None,))[0] is not None
+                                        for r in task_rows)
         lines += [f"## {'Top-k (full sort)' if task == 'topk' else 'CTR'}", "",
                   "| model | seeds | " + " | ".join(c.replace("_", " ") for c in cols) +
-                  " | s/epoch | peak MB |",
-                  "|---|---:|" + "---:|" * (len(cols) + 2)]
+                  (" | phase 1 s" if phase1 else "") + " | s/epoch | peak MB |",
+                  "|---|---:|" + "---:|" * (len(cols) + 2 + phase1)]
         for r in task_rows:
             lines.append(f"| {r['model']} | {r['seeds']} | " + " | ".join(_fmt(r[c]) for c in cols) +
+                         (f" | {_fmt(r['tokenizer_seconds'], 0)}" if phase1 else "") +
                          f" | {_fmt(r['seconds_per_epoch'], 2)} | {_fmt(r['peak_rss_mb'], 0)} |")
         lines.append("")
     sid_rows = [r for r in rows if r.get("collision_rate")]

@@ -42,6 +42,11 @@ def test_tiny_grid_tables_match_cells(tmp_path, monkeypatch, capsys):
         assert cell["peak_rss_mb"] > 0 and cell["seconds_per_epoch"] > 0
         shared = {k: v for k, v in cell["config"].items() if k not in ("seed", "checkpoint_dir", "show_progress")}
         assert json.loads(rows[model]["config"]) == shared
+    header = next(line for line in md.splitlines() if line.startswith("| model | seeds | recall@10"))
+    assert "recall@10 warm" in header and "recall@10 cold" in header and "phase 1 s" in header
+    rq_row = next(line for line in md.splitlines() if line.startswith("| RQKMeans |"))
+    rq_cell = json.loads((out / "tiny" / "cells" / "RQKMeans-seed2020.json").read_text())
+    assert f"{rq_cell['tokenizer_seconds']:.0f} ± 0" in rq_row
     # SID quality columns are in the csv although the first row (BPR) has none
     assert float(rows["RQKMeans"]["collision_rate_mean"]) >= 0.0 and rows["BPR"]["collision_rate_mean"] == ""
     assert "Config on top of each model's yaml defaults" in md and '"das_align_cooc": false' in md
