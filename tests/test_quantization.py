@@ -386,3 +386,22 @@ def test_quantizers_reject_bad_settings():
         assign_residual(_data(d=4), _codebooks(d=8))
     with pytest.raises(QuantizationError, match="batch_size must be a positive integer"):
         assign_residual(_data(), _codebooks(), batch_size=0)
+
+
+def test_reseeding_is_not_logged_per_call_but_per_epoch(caplog):
+    """A run used to print one INFO line per re-seed call (99 in one DAS run); now the quantizer logs at DEBUG and
+    the training loop reports one number per epoch (``dead_codes_reseeded`` in the phase-1 log line)."""
+    from recbole_sid.quantization import RQVAE
+    from recbole_sid.tokenizers.base import PhaseLog
+    from recbole_sid.tokenizers.stages import fit_rqvae
+
+    x = torch.from_numpy(_data(n=300))
+    rqvae = RQVAE(in_dim=x.shape[1], hidden_dims=[16], code_dim=8, num_levels=2, codebook_size=64,
+                  dead_code_threshold=5, kmeans_iters=5)
+    log = PhaseLog()
+    with caplog.at_level("INFO"):
+        fit_rqvae(rqvae, x, epochs=4, lr=1e-2, batch_size=64, log=log)
+    assert not [r for r in caplog.records if "re-seeded" in r.getMessage() and r.levelno >= 20]
+    epoch_lines = [r.getMessage() for r in caplog.records if "phase 1 [rqvae] epoch" in r.getMessage()]
+    assert len(epoch_lines) == 4 and "dead_codes_reseeded" in epoch_lines[0]
+    assert sum(rec.get("dead_codes_reseeded", 0) for rec in log.history) > 0
