@@ -133,6 +133,22 @@ def test_item_id_head_is_for_warm_items_only(cold_root):
     assert not torch.allclose(after[len(cold):], before[len(cold):])  # a warm item: SID part + its ID embedding
 
 
+def test_item_id_dropout_in_training_only(cold_root):
+    _, _, train, _, model = build(cold_root, "RQKMeans", sid_head_id=True, sid_head_id_dropout=0.5)
+    model.fit_tokenizer(train)
+    with torch.no_grad():
+        model.head.item_id_emb.weight.fill_(1.0)
+    warm = torch.nonzero(model.head.warm).flatten()[:200].repeat(20)
+    sid_part = model.head.code_vectors(model.item_codes[warm])
+    model.train()
+    with_id = (model.item_vectors(warm) - sid_part).abs().sum(-1) > 0
+    assert 0.35 < with_id.float().mean() < 0.65  # about half the warm rows keep their ID embedding
+    model.eval()
+    assert bool(((model.item_vectors(warm) - sid_part).abs().sum(-1) > 0).all())  # evaluation: never dropped
+    with pytest.raises(Exception, match="sid_head_id_dropout"):
+        build(cold_root, "RQKMeans", sid_head_id=True, sid_head_id_dropout=1.0)
+
+
 def test_head_init_from_codebooks(cold_root):
     _, _, train, _, random_model = build(cold_root, "RQKMeans")
     random_model.fit_tokenizer(train)

@@ -16,6 +16,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_sid.data.semantic import item_semantic_embeddings, user_semantic_embeddings
+from recbole_sid.exceptions import ConfigError
 from recbole_sid.model.layers import HEAD_INITS, SIDHead
 from recbole_sid.tokenizers.base import PhaseLog, Tokenizer, TokenizerInput, TokenizerOutput, cfg, cfg_choice
 from recbole_sid.tokenizers.stages import training_pairs
@@ -39,8 +40,12 @@ class SIDRecommender(GeneralRecommender):
             self.register_buffer("user_codes", torch.zeros(self.n_users, self.tokenizer.user_levels,
                                                            dtype=torch.long))
         self.register_buffer("tokenizer_fitted", torch.tensor(False))
-        self.head = SIDHead(self.n_users, self.n_items, self.sid_levels, self.codebook_size, self.embedding_size,
-                            use_item_id=bool(cfg(config, "sid_head_id", False)))
+        try:
+            self.head = SIDHead(self.n_users, self.n_items, self.sid_levels, self.codebook_size,
+                                self.embedding_size, use_item_id=bool(cfg(config, "sid_head_id", False)),
+                                id_dropout=float(cfg(config, "sid_head_id_dropout", 0.0)))
+        except ValueError as exc:
+            raise ConfigError(f"config key {exc}") from exc
         train_users, train_items = training_pairs(dataset)  # the model's dataset is RecBole's TRAINING split
         self.head.warm[train_items] = True
         item_sem = item_semantic_embeddings(config, dataset)

@@ -18,13 +18,17 @@ class SIDHead(nn.Module):
     Every tokenizer (RQKMeans, RQVAE, LETTER, QARM, DAS) scores through this one class with the same size, so a
     leaderboard row differs from another only by its tokenizer. Codes of level ``l`` index rows ``l * K + code`` of
     one table; a dedup level, if any, is never scored (its codes mean nothing shared between items). A cold item
-    (no training row) is scored from its codes alone, also with ``use_item_id``.
+    (no training row) is scored from its codes alone, also with ``use_item_id``; ``id_dropout`` drops a warm item's
+    ID embedding in training with that probability, so that the code embeddings learn to score items alone.
     """
 
     def __init__(self, n_users: int, n_items: int, num_levels: int, codebook_size: int, dim: int,
-                 use_item_id: bool = False):
+                 use_item_id: bool = False, id_dropout: float = 0.0):
         super().__init__()
+        if not 0.0 <= id_dropout < 1.0:
+            raise ValueError(f"sid_head_id_dropout must be in [0, 1), got {id_dropout}")
         self.num_levels, self.codebook_size, self.dim = num_levels, codebook_size, dim
+        self.id_dropout = float(id_dropout)
         self.code_emb = nn.Embedding(num_levels * codebook_size, dim)
         self.user_emb = nn.Embedding(n_users, dim)
         self.item_id_emb = nn.Embedding(n_items, dim) if use_item_id else None
@@ -44,7 +48,10 @@ class SIDHead(nn.Module):
         """Vectors of ``items`` whose SIDs are ``codes`` (the rows of the model's code table for those items)."""
         vec = self.code_vectors(codes)
         if self.item_id_emb is not None:
-            vec = vec + self.item_id_emb(items) * self.warm[items].unsqueeze(-1).to(vec.dtype)
+            keep = self.warm[items]
+            if self.training and self.id_dropout > 0:  # DropoutNet-style: the SID part must also stand alone
+                keep = keep & (torch.rand(keep.shape, device=keep.device) >= self.id_dropout)
+            vec = vec + self.item_id_emb(items) * keep.unsqueeze(-1).to(vec.dtype)
         return vec
 
     def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
