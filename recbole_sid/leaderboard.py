@@ -558,11 +558,11 @@ README_START = "<!-- leaderboard:{dataset}:start -->"
 README_END = "<!-- leaderboard:{dataset}:end -->"
 
 
-def update_readme(readme: Path, out: Path, dataset: str) -> bool:
+def update_readme(readme: Path, out: Path, dataset: str, tag: str = "") -> bool:
     """Replace the block between the README's markers for ``dataset`` with ``<out>/<dataset>/leaderboard.md``
     (its tables, without the config dump), so the README quotes the committed results verbatim."""
     text = readme.read_text(encoding="utf-8")
-    start, end = README_START.format(dataset=dataset), README_END.format(dataset=dataset)
+    start, end = README_START.format(dataset=tag + dataset), README_END.format(dataset=tag + dataset)
     if start not in text or end not in text:
         return False
     table = (out / dataset / "leaderboard.md").read_text(encoding="utf-8")
@@ -608,6 +608,8 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=int, default=None, help="seconds before a cell is killed")
     parser.add_argument("--tables-only", action="store_true", help="rewrite the tables from finished cells")
     parser.add_argument("--readme", help="README to update between <!-- leaderboard:DATASET:start/end --> markers")
+    parser.add_argument("--readme-tag", default="", help="marker prefix, for a second table of one dataset: "
+                        "<!-- leaderboard:TAGDATASET:start/end -->")
     parser.add_argument("--run-cell", help=argparse.SUPPRESS)
     parser.add_argument("--cell-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -636,7 +638,7 @@ def main(argv=None) -> int:
         print(path)
     if args.readme:
         for dataset in args.dataset:
-            if update_readme(Path(args.readme), out, dataset):
+            if update_readme(Path(args.readme), out, dataset, args.readme_tag):
                 print(f"{args.readme}: {dataset} table updated")
     return 0
 

@@ -69,6 +69,11 @@ def test_tiny_grid_tables_match_cells(tmp_path, monkeypatch, capsys):
     assert leaderboard.update_readme(readme, out, "tiny")
     text = readme.read_text()
     assert "PLACEHOLDER-OLD" not in text and f"{rows['BPR']['recall@10_mean']}"[:6] in text and text.endswith("y\n")
+    # a second table of the same dataset under tagged markers leaves the first one alone
+    readme.write_text(text + "<!-- leaderboard:v2/tiny:start -->\nOLD2\n<!-- leaderboard:v2/tiny:end -->\n")
+    assert leaderboard.update_readme(readme, out, "tiny", tag="v2/")
+    tagged = readme.read_text()
+    assert "OLD2" not in tagged and tagged.startswith(text) and tagged.count("| BPR |") == 2
 
 
 def test_ctr_grid_with_sid_feature_variant(tmp_path, monkeypatch):
