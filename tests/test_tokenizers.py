@@ -150,9 +150,9 @@ def test_item_id_dropout_in_training_only(cold_root):
 
 
 def test_head_init_from_codebooks(cold_root):
-    _, _, train, _, random_model = build(cold_root, "RQKMeans")
+    _, _, train, _, random_model = build(cold_root, "RQKMeans", sid_head_init="random")
     random_model.fit_tokenizer(train)
-    _, _, train, _, model = build(cold_root, "RQKMeans", sid_head_init="codebook")
+    _, _, train, _, model = build(cold_root, "RQKMeans")  # the default
     output = model.fit_tokenizer(train)
     table = model.head.code_emb.weight.detach().numpy()
     stacked = np.concatenate(output.items.codebooks)  # [L*K, D]: RQ-KMeans codebooks live in the semantic space

@@ -34,7 +34,7 @@ class SIDRecommender(GeneralRecommender):
         self.tokenizer = self.tokenizer_class(config, self.n_users, self.n_items)  # reads and checks its keys
         self.sid_levels, self.codebook_size = self.tokenizer.num_levels, self.tokenizer.codebook_size
         self.embedding_size = int(config["embedding_size"])
-        self.head_init = cfg_choice(config, "sid_head_init", HEAD_INITS, "random")
+        self.head_init = cfg_choice(config, "sid_head_init", HEAD_INITS, "codebook")
         self.register_buffer("item_codes", torch.zeros(self.n_items, self.sid_levels, dtype=torch.long))
         if self.tokenizer.has_user_sids:
             self.register_buffer("user_codes", torch.zeros(self.n_users, self.tokenizer.user_levels,
