@@ -414,7 +414,8 @@ def _mean_std(values):
     if not values:
         return None, None
     mean = sum(values) / len(values)
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    # one seed has no spread: no std (a "± 0" would read as a measured zero variance)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
     return mean, std
 
 
@@ -489,6 +490,8 @@ def _fmt(pair, digits=4):
     mean, std = pair if isinstance(pair, tuple) else (None, None)
     if mean is None:
         return "—"
+    if std is None:
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
