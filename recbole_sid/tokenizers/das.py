@@ -32,7 +32,6 @@ from recbole_sid.model.layers import info_nce
 from recbole_sid.quantization import RQVAE
 from recbole_sid.tokenizers.base import (
     PhaseLog,
-    SideOutput,
     Tokenizer,
     TokenizerInput,
     TokenizerOutput,
