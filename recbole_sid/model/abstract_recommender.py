@@ -15,10 +15,11 @@ import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
+from recbole_sid.config_values import cfg, cfg_choice
 from recbole_sid.data.semantic import item_semantic_embeddings, user_semantic_embeddings
 from recbole_sid.exceptions import ConfigError
 from recbole_sid.model.layers import HEAD_INITS, SIDHead
-from recbole_sid.tokenizers.base import PhaseLog, Tokenizer, TokenizerInput, TokenizerOutput, cfg, cfg_choice
+from recbole_sid.tokenizers.base import PhaseLog, Tokenizer, TokenizerInput, TokenizerOutput
 from recbole_sid.tokenizers.stages import training_pairs
 
 

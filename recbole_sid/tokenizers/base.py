@@ -13,46 +13,12 @@ from logging import getLogger
 import numpy as np
 import torch
 
-from recbole_sid.exceptions import ConfigError
+from recbole_sid.config_values import cfg, cfg_choice, cfg_int
 from recbole_sid.quantization import check_quantizer_params
 from recbole_sid.quantization.unique import unique_last_level
 
 #: ``sid_last_level`` values
 LAST_LEVEL_RULES = ("unique", "greedy")
-
-
-def cfg(config, key, default=None):
-    """``config[key]``, or ``default`` when the key is missing or None (RecBole's Config raises no KeyError)."""
-    try:
-        value = config[key]
-    except (KeyError, TypeError):
-        value = None
-    return default if value is None else value
-
-
-def cfg_int(config, key, default=None, minimum: int | None = None) -> int:
-    value = cfg(config, key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
-            (minimum is not None and value < minimum):
-        raise ConfigError(f"config key '{key}' must be an integer{f' >= {minimum}' if minimum is not None else ''}, "
-                          f"got {value!r}")
-    return int(value)
-
-
-def cfg_float(config, key, default=None, minimum: float | None = None) -> float:
-    value = cfg(config, key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or \
-            (minimum is not None and value < minimum):
-        raise ConfigError(f"config key '{key}' must be a number{f' >= {minimum}' if minimum is not None else ''}, "
-                          f"got {value!r}")
-    return float(value)
-
-
-def cfg_choice(config, key, choices, default=None) -> str:
-    value = cfg(config, key, default)
-    if value not in choices:
-        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
-    return value
 
 
 @dataclass

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from recbole_sid.config_values import cfg, cfg_float, cfg_int
 from recbole_sid.exceptions import ConfigError
 from recbole_sid.model.layers import info_nce
 from recbole_sid.quantization import RQVAE
@@ -35,9 +36,6 @@ from recbole_sid.tokenizers.base import (
     Tokenizer,
     TokenizerInput,
     TokenizerOutput,
-    cfg,
-    cfg_float,
-    cfg_int,
     churn,
 )
 from recbole_sid.tokenizers.rqvae import RQVAEConfig, rqvae_side

@@ -16,15 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recbole_sid.config_values import cfg_choice, cfg_float, cfg_int
 from recbole_sid.quantization import kmeans, nearest_code
-from recbole_sid.tokenizers.base import (
-    PhaseLog,
-    TokenizerInput,
-    TokenizerOutput,
-    cfg_choice,
-    cfg_float,
-    cfg_int,
-)
+from recbole_sid.tokenizers.base import PhaseLog, TokenizerInput, TokenizerOutput
 from recbole_sid.tokenizers.rqvae import RQVAETokenizer, rqvae_side
 from recbole_sid.tokenizers.stages import fit_rqvae, train_bpr_mf
 

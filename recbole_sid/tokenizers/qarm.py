@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from recbole_sid.config_values import cfg, cfg_choice, cfg_float, cfg_int
 from recbole_sid.quantization import decode_codes, residual_kmeans
 from recbole_sid.quantization.rqvae import mlp
 from recbole_sid.tokenizers.base import (
@@ -19,10 +20,6 @@ from recbole_sid.tokenizers.base import (
     Tokenizer,
     TokenizerInput,
     TokenizerOutput,
-    cfg,
-    cfg_choice,
-    cfg_float,
-    cfg_int,
 )
 from recbole_sid.tokenizers.rqvae import RQVAEConfig, rqvae_side
 from recbole_sid.tokenizers.stages import fit_rqvae, train_bpr_mf, train_contrastive_adapter

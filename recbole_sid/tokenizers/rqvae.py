@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from recbole_sid.config_values import cfg, cfg_float, cfg_int
 from recbole_sid.quantization import RQVAE
 from recbole_sid.tokenizers.base import (
     PhaseLog,
@@ -11,9 +12,6 @@ from recbole_sid.tokenizers.base import (
     Tokenizer,
     TokenizerInput,
     TokenizerOutput,
-    cfg,
-    cfg_float,
-    cfg_int,
 )
 from recbole_sid.tokenizers.stages import fit_rqvae
 

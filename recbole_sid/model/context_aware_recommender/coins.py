@@ -31,6 +31,7 @@ from recbole.model.layers import BaseFactorizationMachine, MLPLayers
 from torch.nn.init import constant_, xavier_normal_
 
 from recbole_sid.atomic_io import read_sids
+from recbole_sid.config_values import cfg, cfg_choice, cfg_float, cfg_int
 from recbole_sid.data.semantic import item_semantic_embeddings
 from recbole_sid.exceptions import ConfigError, DataError
 from recbole_sid.model.gate import FUSION_MODES, TRANSFER_DISTANCES, AdaptiveGate, RQFusion, transfer_loss
@@ -38,39 +39,6 @@ from recbole_sid.quantization import opq_encode, rq_opq_encode
 
 COLD_GATE_MODES = ("mask", "learn")
 COLD_ID_MODES = ("zero", "unknown")
-
-
-def _cfg(config, key, default=None):
-    try:
-        value = config[key]
-    except (KeyError, TypeError):
-        value = None
-    return default if value is None else value
-
-
-def _positive_int(config, key, default, minimum=1) -> int:
-    value = _cfg(config, key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ConfigError(f"config key '{key}' must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _choice(config, key, default, choices) -> str:
-    value = _cfg(config, key, default)
-    if value not in choices:
-        raise ConfigError(f"config key '{key}' must be one of {list(choices)}, got {value!r}")
-    return value
-
-
-def _float(config, key, default, low=None, high=None) -> float:
-    value = _cfg(config, key, default)
-    try:
-        value = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config key '{key}' must be a number, got {value!r}") from exc
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ConfigError(f"config key '{key}' must be in [{low}, {high}], got {value}")
-    return value
 
 
 def mean_codebooks(x: np.ndarray, codes: np.ndarray) -> tuple[list, np.ndarray]:
@@ -128,27 +96,27 @@ class COINS(ContextRecommender):
         logger = getLogger()
         self.ITEM_ID = config["ITEM_ID_FIELD"]
         self.n_items = dataset.item_num
-        self.seed = int(_cfg(config, "seed", 2020))
-        self.mlp_hidden_size = list(_cfg(config, "mlp_hidden_size", [128, 128, 128]))
-        self.dropout_prob = _float(config, "dropout_prob", 0.2, 0.0, 1.0)
-        self.rq_levels = _positive_int(config, "coins_rq_levels", 3)
-        self.codebook_size = _positive_int(config, "coins_codebook_size", 256, minimum=2)
-        self.opq_subspaces = _positive_int(config, "coins_opq_subspaces", 8)
-        self.opq_nbits = _positive_int(config, "coins_opq_nbits", 8)
-        self.kmeans_iters = _positive_int(config, "coins_kmeans_iters", 20)
-        self.opq_iters = _positive_int(config, "coins_opq_iters", 25)
-        self.use_gpu = _cfg(config, "faiss_use_gpu", "auto")
-        self.sid_file = _cfg(config, "coins_sid_file", None)
-        rq_fusion = _choice(config, "rq_fusion", "concat", FUSION_MODES)
-        opq_fusion = _choice(config, "opq_fusion", "concat", FUSION_MODES)
-        self.cold_gate = _choice(config, "cold_gate", "mask", COLD_GATE_MODES)
-        self.cold_id_embedding = _choice(config, "cold_id_embedding", "zero", COLD_ID_MODES)
-        self.cold_simulation_prob = _float(config, "cold_simulation_prob", 0.1, 0.0, 1.0)
-        self.transfer_weight = _float(config, "transfer_weight", 0.1, 0.0)
-        self.transfer_distance = _choice(config, "transfer_distance", "kl", TRANSFER_DISTANCES)
-        self.transfer_temperature = _float(config, "transfer_temperature", 1.0, 1e-6)
-        gate_hidden = list(_cfg(config, "gate_hidden_size", [64]) or [])
-        self.use_fm = bool(_cfg(config, "coins_fm", False))
+        self.seed = int(cfg(config, "seed", 2020))
+        self.mlp_hidden_size = list(cfg(config, "mlp_hidden_size", [128, 128, 128]))
+        self.dropout_prob = cfg_float(config, "dropout_prob", 0.2, 0.0, 1.0)
+        self.rq_levels = cfg_int(config, "coins_rq_levels", 3, minimum=1)
+        self.codebook_size = cfg_int(config, "coins_codebook_size", 256, minimum=2)
+        self.opq_subspaces = cfg_int(config, "coins_opq_subspaces", 8, minimum=1)
+        self.opq_nbits = cfg_int(config, "coins_opq_nbits", 8, minimum=1)
+        self.kmeans_iters = cfg_int(config, "coins_kmeans_iters", 20, minimum=1)
+        self.opq_iters = cfg_int(config, "coins_opq_iters", 25, minimum=1)
+        self.use_gpu = cfg(config, "faiss_use_gpu", "auto")
+        self.sid_file = cfg(config, "coins_sid_file", None)
+        rq_fusion = cfg_choice(config, "rq_fusion", FUSION_MODES, "concat")
+        opq_fusion = cfg_choice(config, "opq_fusion", FUSION_MODES, "concat")
+        self.cold_gate = cfg_choice(config, "cold_gate", COLD_GATE_MODES, "mask")
+        self.cold_id_embedding = cfg_choice(config, "cold_id_embedding", COLD_ID_MODES, "zero")
+        self.cold_simulation_prob = cfg_float(config, "cold_simulation_prob", 0.1, 0.0, 1.0)
+        self.transfer_weight = cfg_float(config, "transfer_weight", 0.1, 0.0)
+        self.transfer_distance = cfg_choice(config, "transfer_distance", TRANSFER_DISTANCES, "kl")
+        self.transfer_temperature = cfg_float(config, "transfer_temperature", 1.0, 1e-6)
+        gate_hidden = list(cfg(config, "gate_hidden_size", [64]) or [])
+        self.use_fm = bool(cfg(config, "coins_fm", False))
 
         if self.ITEM_ID not in self.token_field_names:
             raise ConfigError(f"COINS needs the item id field '{self.ITEM_ID}' among the model's token fields")
@@ -204,7 +172,7 @@ class COINS(ContextRecommender):
         path = os.path.expanduser(str(self.sid_file))
         if os.path.isfile(path):
             return path
-        beside = os.path.join(str(_cfg(config, "data_path", "")), path)
+        beside = os.path.join(str(cfg(config, "data_path", "")), path)
         if not os.path.isabs(path) and os.path.isfile(beside):
             return beside
         raise DataError(f"coins_sid_file: {path} not found (also looked for {beside})")
