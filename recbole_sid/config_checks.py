@@ -121,7 +121,8 @@ def known_keys(extra=()) -> set[str]:
     keys = set(yaml_catalogue()) | RECBOLE_KEYS_WITHOUT_DEFAULT | CLI_KEYS | set(extra)
     keys.update(general_arguments + training_arguments + evaluation_arguments + dataset_arguments)
     for path in registered_yaml_files():
-        keys.update(_load_yaml(path))
+        if os.path.isfile(path):  # a registered model's yaml that is gone only matters to that model's runs
+            keys.update(_load_yaml(path))
     return keys
 
 

@@ -92,7 +92,7 @@ def register_model(model_class: type, yaml_path: str | os.PathLike | None = None
             raise TypeError(f"register_model: {model_class.__name__} has no class attribute '{attr}' "
                             f"(RecBole needs both 'type' and 'input_type')")
     if yaml_path is not None:
-        yaml_path = os.fspath(yaml_path)
+        yaml_path = os.path.abspath(os.fspath(yaml_path))  # a later chdir must not lose it
         if not os.path.isfile(yaml_path):
             raise FileNotFoundError(f"register_model: yaml file for {model_class.__name__} not found: {yaml_path}")
     _REGISTRY[model_class.__name__] = Registration(model_class, yaml_path, trainer_class)

@@ -28,7 +28,9 @@ def test_the_readme_has_python_blocks():
 @pytest.mark.parametrize("code, line", python_blocks())
 def test_readme_python_block_runs(code, line, in_tmp, monkeypatch):
     import recbole_sid.quick_start as quick_start
+    import recbole_sid.utils as utils
 
+    monkeypatch.setattr(utils, "_REGISTRY", dict(utils._REGISTRY))  # a block's register_model stays in this test
     run = quick_start.run_recbole
 
     def fast_run(*args, config_dict=None, **kwargs):
