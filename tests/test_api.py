@@ -115,3 +115,16 @@ def test_model_class_can_be_passed(in_tmp):
     result = run_recbole(model=ApiTinyMF, dataset="ml-100k", config_dict=dict(FAST, embedding_size=4),
                          cmd_args=[], saved=False)
     assert result["test_result"]["recall@10"] >= 0
+
+
+def test_registered_yaml_survives_a_change_of_folder(in_tmp, monkeypatch):
+    """A plugin registers ``"MyMF.yaml"`` relative to where it was imported; a later chdir must not lose it."""
+    import recbole_sid.utils as utils
+
+    monkeypatch.setattr(utils, "_REGISTRY", dict(utils._REGISTRY))
+    (in_tmp / "rel.yaml").write_text("embedding_size: 7\n")
+    recbole_sid.register_model(ApiTinyMF, "rel.yaml")
+    elsewhere = in_tmp / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert Config("ApiTinyMF", "ml-100k", config_dict=FAST, cmd_args=[])["embedding_size"] == 7
