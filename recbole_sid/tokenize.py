@@ -33,7 +33,6 @@ def tokenize(model: str, dataset: str, data_path=None, out=None, config_files=No
     from recbole_sid.model.abstract_recommender import SIDRecommender
     from recbole_sid.quick_start import build_config, check_dataset_files
     from recbole_sid.runs import new_run_name, run_folder
-    from recbole_sid.sid_export import export_sids
 
     config_dict = dict(overrides or {})
     if data_path is not None:
@@ -53,10 +52,7 @@ def tokenize(model: str, dataset: str, data_path=None, out=None, config_files=No
     sid_model = config.model_class(config, train_data._dataset).to(config["device"])
     output = sid_model.fit_tokenizer(train_data, valid_data)
     directory = Path(out) if out is not None else run_folder(config, new_run_name(config["model"]))
-    result = export_sids(output, directory, config["dataset"], config["model"], sid_model.item_tokens,
-                         sid_model.user_tokens, item_field=sid_model.ITEM_ID, user_field=sid_model.USER_ID,
-                         dedup_max=config["sid_dedup_max"], quality_k=int(config["sid_quality_k"] or 10),
-                         last_level=sid_model.tokenizer.last_level, overwrite=overwrite)
+    result = sid_model.export_sids(output, directory, overwrite=overwrite)
     result["tokenizer_history"], result["tokenizer_summary"] = output.history, output.summary
     return result
 

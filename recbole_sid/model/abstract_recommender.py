@@ -20,7 +20,7 @@ from recbole_sid.data.semantic import item_semantic_embeddings, user_semantic_em
 from recbole_sid.exceptions import ConfigError
 from recbole_sid.model.layers import HEAD_INITS, SIDHead
 from recbole_sid.tokenizers.base import PhaseLog, Tokenizer, TokenizerInput, TokenizerOutput
-from recbole_sid.tokenizers.stages import training_pairs
+from recbole_sid.tokenizers.stages import interaction_pairs
 
 
 class SIDRecommender(GeneralRecommender):
@@ -47,7 +47,7 @@ class SIDRecommender(GeneralRecommender):
                                 id_dropout=float(cfg(config, "sid_head_id_dropout", 0.0)))
         except ValueError as exc:
             raise ConfigError(f"config key {exc}") from exc
-        train_users, train_items = training_pairs(dataset)  # the model's dataset is RecBole's TRAINING split
+        train_users, train_items = interaction_pairs(dataset)  # the model's dataset is RecBole's TRAINING split
         self.head.warm[train_items] = True
         item_sem = item_semantic_embeddings(config, dataset)
         user_sem = user_semantic_embeddings(config, dataset, item_sem) if self.tokenizer.has_user_sids else None
@@ -56,6 +56,9 @@ class SIDRecommender(GeneralRecommender):
                                               train_items=train_items, n_users=self.n_users, n_items=self.n_items)
         self.item_tokens = np.asarray(dataset.field2id_token[self.ITEM_ID])
         self.user_tokens = np.asarray(dataset.field2id_token[self.USER_ID])
+        self.export_settings = {"dataset": config["dataset"], "model": config["model"],
+                                "dedup_max": config["sid_dedup_max"],
+                                "quality_k": int(cfg(config, "sid_quality_k", 10))}
         self._eval_item_vectors = None
 
     # --- phase 1 -------------------------------------------------------------------------------------------
@@ -69,19 +72,26 @@ class SIDRecommender(GeneralRecommender):
         data = TokenizerInput(**moved)
         data.tensorboard = tensorboard
         if valid_data is not None:
-            inter = valid_data._dataset.inter_feat
-            data.valid_users = torch.as_tensor(np.asarray(inter[self.USER_ID]), dtype=torch.long, device=device)
-            data.valid_items = torch.as_tensor(np.asarray(inter[self.ITEM_ID]), dtype=torch.long, device=device)
+            data.valid_users, data.valid_items = (t.to(device) for t in interaction_pairs(valid_data._dataset))
         output = self.tokenizer.fit(data, PhaseLog(tensorboard))
         self.set_sids(output)
         return output
+
+    def export_sids(self, output: TokenizerOutput, directory, overwrite: bool = True) -> dict:
+        """Write phase 1's SIDs and their quality report to ``directory`` (``recbole_sid.sid_export``)."""
+        from recbole_sid.sid_export import export_sids
+
+        return export_sids(output, directory, item_tokens=self.item_tokens, user_tokens=self.user_tokens,
+                           item_field=self.ITEM_ID, user_field=self.USER_ID, last_level=self.tokenizer.last_level,
+                           overwrite=overwrite, **self.export_settings)
 
     @torch.no_grad()
     def set_sids(self, output: TokenizerOutput) -> None:
         """Store (freeze) the tokenizer's SIDs; row 0 is RecBole's padding entity."""
         codes = torch.as_tensor(np.asarray(output.items.codes), dtype=torch.long, device=self.item_codes.device)
         if tuple(codes.shape) != (self.n_items - 1, self.sid_levels):
-            raise ValueError(f"expected item SIDs of shape {(self.n_items - 1, self.sid_levels)}, got {tuple(codes.shape)}")
+            raise ValueError(f"expected item SIDs of shape {(self.n_items - 1, self.sid_levels)}, "
+                             f"got {tuple(codes.shape)}")
         self.item_codes[1:] = codes
         if self.tokenizer.has_user_sids and output.users is not None:
             self.user_codes[1:] = torch.as_tensor(np.asarray(output.users.codes), dtype=torch.long,

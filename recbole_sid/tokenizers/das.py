@@ -368,7 +368,8 @@ class DASTokenizer(Tokenizer):
         """Codes that no entity uses (all items / all users, counted now) get random residuals; returns how many."""
         self.train(False)
         total = 0
-        for rqvae, x in ((self.uism.item_rqvae, self.data.item_sem[1:]), (self.uism.user_rqvae, self.data.user_sem[1:])):
+        for rqvae, x in ((self.uism.item_rqvae, self.data.item_sem[1:]),
+                         (self.uism.user_rqvae, self.data.user_sem[1:])):
             if rqvae.quantizer.dead_code_threshold > 0:
                 total += rqvae.quantizer.reseed_dead_codes(rqvae.encoder(x), recount=True)
         return total

@@ -8,19 +8,12 @@ vectors of ALL items (cold ones too: the adapter only needs their text) are quan
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from recbole_sid.config_values import cfg, cfg_choice, cfg_float, cfg_int
-from recbole_sid.quantization import decode_codes, residual_kmeans
 from recbole_sid.quantization.rqvae import mlp
-from recbole_sid.tokenizers.base import (
-    PhaseLog,
-    SideOutput,
-    Tokenizer,
-    TokenizerInput,
-    TokenizerOutput,
-)
+from recbole_sid.tokenizers.base import PhaseLog, Tokenizer, TokenizerInput, TokenizerOutput
+from recbole_sid.tokenizers.rqkmeans import rqkmeans_side
 from recbole_sid.tokenizers.rqvae import RQVAEConfig, rqvae_side
 from recbole_sid.tokenizers.stages import fit_rqvae, train_bpr_mf, train_contrastive_adapter
 
@@ -57,14 +50,7 @@ class QARMTokenizer(Tokenizer):
         with torch.no_grad():
             x = torch.nn.functional.normalize(adapter(data.item_sem[1:]), dim=-1)
         if self.quantizer == "rqkmeans":
-            xn = x.cpu().numpy().astype(np.float32)
-            codes, codebooks = residual_kmeans(xn, self.num_levels, self.codebook_size, seed=self.seed,
-                                               niter=self.kmeans_iters, use_gpu=self.use_gpu)
-            final, greedy = self.finalize(xn, codebooks, codes)
-            recon = np.asarray(decode_codes(final, codebooks), dtype=np.float32)
-            items = SideOutput(final, self.codebook_size, [np.asarray(cb) for cb in codebooks], greedy,
-                               embeddings=xn, reconstructions=recon)
-            log.epoch("residual k-means", 1, {"recon_mse": float(((recon - xn) ** 2).mean())})
+            items = rqkmeans_side(self, x, log)
         else:
             rqvae = self.rq.build(x.shape[1], self.num_levels, self.codebook_size, self.seed).to(device)
             fit_rqvae(rqvae, x, self.rq.epochs, self.rq.lr, self.rq.batch_size, self.seed, log=log,

@@ -11,8 +11,8 @@ from recbole_sid.model.layers import info_nce
 from recbole_sid.tokenizers.base import PhaseLog
 
 
-def training_pairs(dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(user ids, item ids) of ``dataset.inter_feat`` — pass RecBole's training split."""
+def interaction_pairs(dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(user ids, item ids) of ``dataset.inter_feat`` (RecBole's training or validation split)."""
     inter = dataset.inter_feat
     users = torch.as_tensor(np.asarray(inter[dataset.uid_field]), dtype=torch.long)
     items = torch.as_tensor(np.asarray(inter[dataset.iid_field]), dtype=torch.long)

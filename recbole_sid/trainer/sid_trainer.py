@@ -35,20 +35,12 @@ class SIDTrainer(Trainer):
             self.extra_results.update({"tokenizer_seconds": seconds, "tokenizer_history": output.history,
                                        "tokenizer_summary": output.summary})
             if self.config["sid_export"]:
-                self.extra_results.update(self.export(output))
+                self.extra_results.update(self.model.export_sids(output, run_folder(self.config, self.run_name)))
         self._frozen = self._sids()
         self.logger.info(set_color("phase 2", "green") + ": the SID head on the frozen SIDs (RecBole's loop)")
         return super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
                            callback_fn=callback_fn)
 
-    def export(self, output) -> dict:
-        from recbole_sid.sid_export import export_sids
-
-        model = self.model
-        return export_sids(output, run_folder(self.config, self.run_name), self.config["dataset"],
-                           self.config["model"], model.item_tokens, model.user_tokens, item_field=model.ITEM_ID,
-                           user_field=model.USER_ID, dedup_max=self.config["sid_dedup_max"],
-                           quality_k=int(self.config["sid_quality_k"] or 10), last_level=model.tokenizer.last_level)
 
     def _sids(self) -> list[torch.Tensor]:
         return [b.detach().clone() for name, b in self.model.named_buffers() if name in ("item_codes", "user_codes")]
