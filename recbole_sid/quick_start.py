@@ -154,16 +154,10 @@ def plain_floats(result):
 
 
 @_quiet_recbole_pandas
-def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None,
-                cmd_args=None, config=None):
-    r"""Train and test ``model`` on ``dataset`` like RecBole's ``run_recbole``; returns RecBole's result dict.
-
-    ``model`` may be a name (plugin, registered or RecBole model) or a model class. ``cmd_args`` are
-    ``--key=value`` overrides (the CLI passes them; ``None`` reads ``sys.argv`` as RecBole does). A ready
-    ``config`` may be passed instead of the arguments that build one.
-    """
-    if config is None:
-        config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
+def prepare_run(config):
+    """What a run does before training, as RecBole's quick start: check the files, seed, logger (its file, argv,
+    notices, config), dataset and dataloaders, the model on the training split.
+    Returns ``(dataset, train_data, valid_data, test_data, model)``."""
     check_dataset_files(config)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -182,6 +176,21 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
     logger.info(model)
+    return dataset, train_data, valid_data, test_data, model
+
+
+def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None,
+                cmd_args=None, config=None):
+    r"""Train and test ``model`` on ``dataset`` like RecBole's ``run_recbole``; returns RecBole's result dict.
+
+    ``model`` may be a name (plugin, registered or RecBole model) or a model class. ``cmd_args`` are
+    ``--key=value`` overrides (the CLI passes them; ``None`` reads ``sys.argv`` as RecBole does). A ready
+    ``config`` may be passed instead of the arguments that build one.
+    """
+    if config is None:
+        config = build_config(model, dataset, config_file_list, config_dict, cmd_args)
+    dataset, train_data, valid_data, test_data, model = prepare_run(config)
+    logger = getLogger()
     _log_flops(model, dataset, config, logger)
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
@@ -214,7 +223,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         "test_result": test_result,
     }
     result.update(breakdown)
-    result["log_file"] = log_file
+    result["log_file"] = recbole_log_file()
     losses = getattr(trainer, "train_loss_dict", {}) or {}
     result["epochs_run"] = len(losses)
     result["train_seconds"] = train_seconds

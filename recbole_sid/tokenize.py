@@ -18,7 +18,6 @@ import os
 import sys
 import textwrap
 import traceback
-from logging import getLogger
 from pathlib import Path
 
 from recbole_sid.exceptions import ConfigError, RecBoleSIDError
@@ -27,11 +26,9 @@ from recbole_sid.exceptions import ConfigError, RecBoleSIDError
 def tokenize(model: str, dataset: str, data_path=None, out=None, config_files=None, overrides: dict | None = None,
              overwrite: bool = False) -> dict:
     """Run ``model``'s phase 1 on ``dataset`` and export the SIDs; returns ``{"sid_files", "sid_quality", ...}``."""
-    from recbole.data import create_dataset, data_preparation
-    from recbole.utils import init_logger, init_seed
-
+    from recbole_sid.compat import recbole_pandas_warnings_silenced
     from recbole_sid.model.abstract_recommender import SIDRecommender
-    from recbole_sid.quick_start import build_config, check_dataset_files
+    from recbole_sid.quick_start import build_config, prepare_run
     from recbole_sid.runs import new_run_name, run_folder
 
     config_dict = dict(overrides or {})
@@ -42,15 +39,9 @@ def tokenize(model: str, dataset: str, data_path=None, out=None, config_files=No
         from recbole_sid.tokenizers import TOKENIZERS
 
         raise ConfigError(f"--model {model}: not a SID model (no tokenizer); choose one of {', '.join(TOKENIZERS)}")
-    check_dataset_files(config)
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    config.log_notices(getLogger())
-    data = create_dataset(config)
-    train_data, valid_data, _ = data_preparation(config, data)
-    init_seed(config["seed"], config["reproducibility"])
-    sid_model = config.model_class(config, train_data._dataset).to(config["device"])
-    output = sid_model.fit_tokenizer(train_data, valid_data)
+    with recbole_pandas_warnings_silenced():  # as in the runner: RecBole's own pandas FutureWarnings only
+        _, train_data, valid_data, _, sid_model = prepare_run(config)
+        output = sid_model.fit_tokenizer(train_data, valid_data)
     directory = Path(out) if out is not None else run_folder(config, new_run_name(config["model"]))
     result = sid_model.export_sids(output, directory, overwrite=overwrite)
     result["tokenizer_history"], result["tokenizer_summary"] = output.history, output.summary
