@@ -281,3 +281,39 @@ def test_phase_log_writes_tensorboard_scalars():
     log.epoch("joint", 3, {"sem_item": torch.tensor(0.5), "align_u2i": 2.0}, churn_any=0.25)
     assert ("phase1/joint/sem_item", 0.5, 3) in writer.scalars and ("phase1/joint/churn_any", 0.25, 3) in writer.scalars
     assert log.history == [{"stage": "joint", "epoch": 3, "sem_item": 0.5, "align_u2i": 2.0, "churn_any": 0.25}]
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_same_gradients_with_two_threads(tiny_root, two_threads):
+    """Repeated items in a batch are gathered with index_select, whose backward adds the repeats in a fixed order:
+    with advanced indexing (index_put_ with accumulate) two CPU threads added them in thread order, and the same seed
+    gave different SIDs from run to run (seen on ml-100k with OMP_NUM_THREADS=2)."""
+    model, _, _, _, _ = build(tiny_root, sid_code_dim=32, rqvae_hidden_dims=[32])
+    tok, data = model.tokenizer, model.tokenizer_input
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, len(data.train_users), (4096,), generator=gen)  # tiny data: every item repeats
+    neg = torch.randint(1, data.n_items, (4096,), generator=gen)
+    params = list(tok.uism.item_rqvae.encoder.parameters())
+    grads = []
+    for _ in range(6):
+        tok.generator.manual_seed(5)
+        terms = tok.loss_terms(data.train_users[idx], data.train_items[idx], neg)
+        grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(
+            terms["align_cooc_i2i"] + terms["align_dual"], params)]))
+    assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
+def test_bpr_mf_is_deterministic_with_two_threads(two_threads):
+    from recbole_sid.tokenizers.stages import train_bpr_mf
+
+    gen = torch.Generator().manual_seed(0)
+    users, items = torch.randint(0, 20, (8192,), generator=gen), torch.randint(1, 30, (8192,), generator=gen)
+    runs = [train_bpr_mf(users, items, 20, 30, dim=32, epochs=2, batch_size=4096, seed=3) for _ in range(3)]
+    assert all(torch.equal(runs[0][0], r[0]) and torch.equal(runs[0][1], r[1]) for r in runs[1:])

@@ -305,7 +305,10 @@ class DASTokenizer(Tokenizer):
         items_u, items_inv = torch.unique(item_rows, return_inverse=True)
         users_u, users_inv = torch.unique(user_rows, return_inverse=True)
         item_out, user_out = self.uism(self.data.item_sem[items_u], self.data.user_sem[users_u])
-        z_items, z_users = item_out.quantized[items_inv], user_out.quantized[users_inv]
+        # index_select: its backward (index_add_) sums repeated rows in a fixed order on the CPU; advanced indexing
+        # (index_put_ with accumulate) sums them in thread order, so two threads gave different SIDs per run
+        z_items = item_out.quantized.index_select(0, items_inv)
+        z_users = user_out.quantized.index_select(0, users_inv)
         a = len(users)
         z_i, z_u = z_items[:a], z_users[:a]
         terms = {"sem_item": self.gamma * item_out.loss, "sem_user": self.gamma * user_out.loss}

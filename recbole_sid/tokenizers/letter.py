@@ -67,7 +67,7 @@ def diversity_loss(codebook: torch.Tensor, codes: torch.Tensor, clusters: CodeCl
     if not bool(valid.any()):
         return codebook.new_zeros(())
     chosen = codes[valid]
-    logits = codebook[chosen] @ codebook.T
+    logits = codebook.index_select(0, chosen) @ codebook.T  # index_select: deterministic backward (see das.py)
     logits = logits.masked_fill(F.one_hot(chosen, codebook.shape[0]).bool(), float("-inf"))
     return F.cross_entropy(logits, positive[valid])
 

@@ -45,7 +45,9 @@ def train_bpr_mf(users, items, n_users: int, n_items: int, dim: int, epochs: int
             idx = idx.to(device)
             u, i = users[idx], items[idx]
             j = torch.randint(1, n_items, (len(idx),), generator=gen).to(device)
-            eu, ei, ej = user_emb[u], item_emb[i], item_emb[j]
+            # index_select, not user_emb[u]: its backward adds repeated rows in a fixed order (deterministic with
+            # several CPU threads; advanced indexing accumulates in thread order)
+            eu, ei, ej = user_emb.index_select(0, u), item_emb.index_select(0, i), item_emb.index_select(0, j)
             loss = -F.logsigmoid((eu * ei).sum(-1) - (eu * ej).sum(-1)).mean()
             loss = loss + reg * (eu.pow(2).sum() + ei.pow(2).sum() + ej.pow(2).sum()) / len(idx)
             optimizer.zero_grad()
