@@ -43,11 +43,13 @@ RECBOLE_KEYS_WITHOUT_DEFAULT = frozenset({
 CLI_KEYS = frozenset({"plugin"})
 
 #: Types RecBole accepts besides those of the yaml defaults: ``Config._init_device`` joins a tuple of GPU ids and
-#: ``str()``s anything else; ``load_col: ~`` loads every column; ``faiss_use_gpu`` is ``auto``, True or False.
+#: ``str()``s anything else; ``load_col: ~`` loads every column; ``faiss_use_gpu`` and ``warm_negatives`` are
+#: ``auto``, True or False.
 EXTRA_TYPES = {
     "gpu_id": (int, tuple),
     "load_col": (type(None),),
     "faiss_use_gpu": (bool,),
+    "warm_negatives": (bool,),
 }
 #: Keys whose value RecBole passes to ``eval()``: key -> (module that evaluates it, model). The value must name a
 #: class defined in that module (KD_DAGFM: ``CrossNet`` or ``CIN``).

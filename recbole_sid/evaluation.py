@@ -5,6 +5,10 @@ With a cold split (``dataset_prep cold-split``: ``<dataset>.cold_items`` beside 
 rows of warm items, rows of cold items. Top-k (full sort): a user's ground truth is restricted to the subset's
 items, the other test items of that user are masked like history, and every item is still ranked. CTR (labeled):
 AUC / LogLoss over the subset's rows.
+
+Validation rows (config key ``valid_rows``: ``warm`` by default, ``all`` or ``cold``): with a cold split, the rows
+that early stopping and checkpoint selection score (:func:`select_valid_rows`). Per-user test values
+(:func:`PerUserCapture`): each user's recall@k / ndcg@k on every test evaluation, for paired per-user tests.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from logging import getLogger
 import torch
 
 from recbole_sid.data.cold import cold_item_mask
+from recbole_sid.exceptions import ConfigError
 
 
 def cold_items_source(config) -> str | None:
@@ -72,10 +77,103 @@ def warm_cold_loaders(config, dataset, test_data, train_data=None) -> dict:
     return loaders
 
 
-def evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=False, train_data=None) -> dict:
-    """``{"test_result_warm": ..., "test_result_cold": ...}`` with the trainer's current (best) model."""
-    results = {}
+VALID_ROWS = ("all", "warm", "cold")
+
+
+def select_valid_rows(config, dataset, valid_data, train_data=None):
+    """The validation loader that early stopping and checkpoint selection use: ``valid_rows`` of a cold split.
+
+    ``warm`` (default): rows of items with training rows. ``cold``: rows of the held-out items. ``all``: every row.
+    Without a cold list (or one that leaks into training) every row is used, and that is logged. The tokenizers'
+    own stopping rules (DAS) read the same rows, since they get this loader.
+    """
+    from recbole_sid.config_values import cfg_choice
+
+    rows = cfg_choice(config, "valid_rows", VALID_ROWS, "warm")
+    if rows == "all" or valid_data is None:
+        return valid_data
+    source = cold_items_source(config)
+    if source is None:
+        getLogger().info(f"valid_rows: {rows}, but the run has no cold-item list: validation scores all rows")
+        return valid_data
+    if config["cold_items_file"] is None:
+        config["cold_items_file"] = source
+    mask = cold_item_mask(config, dataset)
+    if train_data is not None and cold_items_in_training(mask, train_data):
+        getLogger().info(f"valid_rows: {rows}, but {source} lists items with training rows: validation scores all "
+                         f"rows")
+        return valid_data
+    items = valid_data._dataset.inter_feat[valid_data._dataset.iid_field]
+    keep = mask[items] if rows == "cold" else ~mask[items]
+    if not bool(keep.any()):
+        raise ConfigError(f"valid_rows: {rows}, but the validation split has no {rows}-item row ({source}); use "
+                          f"valid_rows: all")
+    getLogger().info(f"valid_rows: {rows}: early stopping and checkpoint selection score {int(keep.sum())} of "
+                     f"{len(items)} validation rows")
+    return subset_loader(valid_data, keep)
+
+
+class PerUserCapture:
+    """Keeps each user's top-k metric values of every full-sort evaluation run while it is installed on a trainer.
+
+    RecBole's evaluator averages over users; this wraps ``trainer.evaluator.evaluate`` to keep the struct it gets
+    and computes, with RecBole's own metric classes, ``recall@k`` and ``ndcg@k`` per user (row order = the loader's
+    ``uid_list``). :meth:`take` returns ``{"users": internal ids, "recall@k": [...], "ndcg@k": [...]}``.
+    """
+
+    def __init__(self, trainer, k: int | None = None):
+        self.trainer, self.structs = trainer, []
+        topk = trainer.config["topk"]
+        self.k = int(k or (topk[0] if isinstance(topk, (list, tuple)) else topk))
+        self._original = None
+
+    def __enter__(self):
+        self._original = self.trainer.evaluator.evaluate
+
+        def capture(struct):
+            self.structs.append(struct)
+            return self._original(struct)
+
+        self.trainer.evaluator.evaluate = capture
+        return self
+
+    def __exit__(self, *exc):
+        self.trainer.evaluator.evaluate = self._original
+
+    def take(self, loader) -> dict | None:
+        """Per-user values of the last evaluation (of ``loader``); None when it was not a full-sort ranking."""
+        if not self.structs or "rec.topk" not in self.structs[-1] or not hasattr(loader, "uid_list"):
+            return None
+        from recbole.evaluator.metrics import NDCG, Recall
+
+        struct = self.structs.pop()
+        rec = struct.get("rec.topk")
+        width = rec.shape[1] - 1
+        if self.k > width:
+            return None
+        pos_index = rec[:, :width].to(torch.bool).numpy()
+        pos_len = rec[:, width].numpy()
+        config = {"topk": [width], "metric_decimal_place": 4}
+        recall = Recall(config).metric_info(pos_index, pos_len)[:, self.k - 1]
+        ndcg = NDCG(config).metric_info(pos_index, pos_len)[:, self.k - 1]
+        users = torch.as_tensor(loader.uid_list).numpy()
+        if len(users) != len(recall):
+            return None
+        return {"users": users.tolist(), f"recall@{self.k}": recall.tolist(), f"ndcg@{self.k}": ndcg.tolist()}
+
+
+def evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=False, train_data=None,
+                       capture: PerUserCapture | None = None) -> dict:
+    """``{"test_result_warm": ..., "test_result_cold": ...}`` with the trainer's current (best) model; with a
+    ``capture`` installed, also ``{"per_user": {"warm": ..., "cold": ...}}`` (see :class:`PerUserCapture`)."""
+    results, per_user = {}, {}
     for name, loader in warm_cold_loaders(config, dataset, test_data, train_data).items():
         results[f"test_result_{name}"] = trainer.evaluate(loader, load_best_model=False, show_progress=show_progress)
         results[f"test_rows_{name}"] = len(loader._dataset.inter_feat)
+        if capture is not None:
+            values = capture.take(loader)
+            if values is not None:
+                per_user[name] = values
+    if per_user:
+        results["per_user"] = per_user
     return results

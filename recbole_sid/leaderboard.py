@@ -52,6 +52,7 @@ VARIANTS = {
     "DAS-no-dual": ("DAS", {"das_align_dual": False}),
     "DAS-no-cooc": ("DAS", {"das_align_cooc": False}),
     "DAS-no-debias": ("DAS", {"das_use_debias": False}),
+    "DAS-two-stage": ("DAS", {"das_one_stage": False}),
 }
 DAS_ABLATIONS = list(VARIANTS)
 #: "DeepFM + SID": ``<CTR model>+SID-<tokenizer>`` runs the CTR model on a copy of the dataset whose ``.item`` file
@@ -175,11 +176,21 @@ def run_cell(spec: dict) -> dict:
     }
     if spec.get("sid_source"):
         record["sid_source"] = spec["sid_source"]
+    for key in ("split_seed", "tuned"):
+        if key in spec:
+            record[key] = spec[key]
+    per_user = result.pop("per_user", None)
+    if per_user and spec.get("cell_out"):
+        write_per_user(users_path(Path(spec["cell_out"])), per_user)
+        record["per_user_file"] = users_path(Path(spec["cell_out"])).name
     record.update(_jsonable({k: v for k, v in result.items() if k not in ("sid_quality",)}))
     if "sid_quality" in result:
         record["sid_quality"] = _jsonable(result["sid_quality"])
     epochs = record.get("epoch_seconds") or []
     record["seconds_per_epoch"] = sum(epochs) / len(epochs) if epochs else None
+    cap = result.get("epoch_cap")
+    # stopped by the epoch cap rather than by early stopping: the budget, not the model, ended its training
+    record["hit_cap"] = bool(cap and record.get("epochs_run", 0) >= cap and record.get("epochs_run", 0) > 1)
     return record
 
 
@@ -196,8 +207,43 @@ def check_names(datasets, models) -> None:
             plain_name(source[1], f"model label {label_name(label)!r}: tokenizer")
 
 
-def cell_path(out: Path, dataset: str, model: str, seed: int) -> Path:
-    return out / plain_name(dataset, "--dataset") / "cells" / f"{plain_name(model, 'model label')}-seed{seed}.json"
+def cell_name(model: str, seed: int, split: int | None = None) -> str:
+    """``<model>-seed<s>`` on the dataset's own split, ``<model>-split<k>-seed<s>`` on split seed ``k``."""
+    model = plain_name(model, "model label")
+    return f"{model}-seed{seed}" if split is None else f"{model}-split{split}-seed{seed}"
+
+
+def cell_path(out: Path, dataset: str, model: str, seed: int, split: int | None = None) -> Path:
+    return out / plain_name(dataset, "--dataset") / "cells" / f"{cell_name(model, seed, split)}.json"
+
+
+def users_path(cell: Path) -> Path:
+    """The per-user test values of a cell (``<cell>.users.npz``, beside its JSON)."""
+    return cell.with_name(cell.name[:-len(".json")] + ".users.npz")
+
+
+def write_per_user(path: Path, per_user: dict) -> None:
+    """``{part: {"users": [...], metric: [...]}}`` -> one compressed npz (``<part>/<name>`` arrays), atomically."""
+    import numpy as np
+
+    arrays = {}
+    for part, values in per_user.items():
+        for name, column in values.items():
+            arrays[f"{part}/{name}"] = np.asarray(column, dtype=np.int32 if name == "users" else np.float32)
+    with atomic_write(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def read_per_user(path: Path, part: str, metric: str) -> dict | None:
+    """``{user: value}`` of one part (all / warm / cold) and metric of a cell's npz; None when absent."""
+    import numpy as np
+
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        if f"{part}/users" not in data or f"{part}/{metric}" not in data:
+            return None
+        return dict(zip(data[f"{part}/users"].tolist(), data[f"{part}/{metric}"].tolist()))
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -287,45 +333,91 @@ def _progress(done, total, started, running):
 
 
 class Grid:
-    """The cells of one leaderboard run: runs each (dataset, label, seed) once, in its own process."""
+    """The cells of one leaderboard run: runs each (dataset, label, split seed, seed) once, in its own process.
+
+    ``split_root``: where the cold splits of each split seed live (``<split_root>/split<k>/<dataset>/``, made by
+    ``dataset_prep cold-split`` from ``<data_path>/<dataset>`` the first time they are needed). ``tuning``: the
+    folder of the hyper-parameter search (:meth:`tuned_config`), None to run every model with its defaults.
+    """
 
     def __init__(self, out: Path, data_path: str, extra: dict, config_files=None, timeout: int | None = None,
-                 ctr_path: str | None = None, ctr_extra: dict | None = None):
+                 ctr_path: str | None = None, ctr_extra: dict | None = None, split_root: str | None = None,
+                 cold_ratio: float = 0.1, tuning: Path | None = None):
         self.out, self.data_path, self.extra, self.config_files = out, data_path, extra, config_files
         self.timeout, self.ctr_path, self.ctr_extra = timeout, ctr_path, ctr_extra or {}
+        self.split_root, self.cold_ratio, self.tuning = split_root, cold_ratio, tuning
 
-    def cached(self, dataset: str, label: str, seed: int) -> dict | None:
-        path = cell_path(self.out, dataset, label_name(label), seed)
+    def cached(self, dataset: str, label: str, seed: int, split: int | None = None) -> dict | None:
+        path = cell_path(self.out, dataset, label_name(label), seed, split)
         if path.is_file():
             record = json.loads(path.read_text())
             if record.get("status") == "ok":
                 return record
         return None
 
-    def base_config(self, dataset: str, label: str) -> dict:
+    def split_data_path(self, dataset: str, split: int | None) -> str:
+        """The data path of ``dataset`` on split seed ``split`` (the dataset's own files when None); the split
+        is written on first use."""
+        if split is None:
+            return self.data_path
+        if not self.split_root:
+            raise DataError("split seeds need a --split-root folder for the splits")
+        root = Path(self.split_root) / f"split{split}"
+        if not (root / dataset / f"{dataset}.cold_items").is_file():
+            from dataset_prep.cold_split import cold_split
+
+            print(f"  writing the cold split of {dataset} with seed {split} (cold ratio {self.cold_ratio}) to "
+                  f"{root / dataset}", file=sys.stderr, flush=True)
+            try:
+                cold_split(dataset, self.data_path, self.cold_ratio, seed=split, out=root,
+                           log=lambda *a, **k: None)
+            except FileExistsError:
+                if not (root / dataset / f"{dataset}.cold_items").is_file():
+                    raise
+        return str(root)
+
+    def tuned_config(self, dataset: str, label: str) -> dict | None:
+        """The configuration the search chose for ``label``'s model class on ``dataset`` (None: not searched)."""
+        if self.tuning is None:
+            return None
+        path = tuning_path(self.tuning, dataset, resolve_model(label)[0])
+        if not path.is_file():
+            return None
+        return json.loads(path.read_text()).get("chosen")
+
+    def base_config(self, dataset: str, label: str, split: int | None = None) -> dict:
         if model_task(label) == "ctr":
             config = dataset_config(dataset, ctr_data_path(dataset, self.data_path, self.ctr_path))
             config.update(self.extra)
             config.update(self.ctr_extra)
         else:
-            config = dataset_config(dataset, self.data_path)
+            config = dataset_config(dataset, self.split_data_path(dataset, split))
             config.update(self.extra)
+        config.update(self.tuned_config(dataset, label) or {})
         config.update(resolve_model(label)[1])
         return config
 
-    def run(self, dataset: str, label: str, seed: int) -> dict:
-        """The cell's record: from its JSON when it already finished, else run (dependencies first)."""
-        record = self.cached(dataset, label, seed)
+    def run(self, dataset: str, label: str, seed: int, split: int | None = None,
+            overrides: dict | None = None) -> dict:
+        """The cell's record: from its JSON when it already finished, else run (dependencies first).
+        ``overrides``: config on top of everything else (a tuning trial)."""
+        record = self.cached(dataset, label, seed, split)
         if record is not None:
             return record
         model = label_name(label)
-        run_dir = self.out / dataset / "runs" / f"{model}-seed{seed}"
+        run_dir = self.out / dataset / "runs" / cell_name(model, seed, split)
         run_dir.mkdir(parents=True, exist_ok=True)
-        spec = {"model": resolve_model(label)[0], "label": model, "dataset": dataset, "seed": seed,
-                "config": self.base_config(dataset, label), "run_dir": str(run_dir),
-                "config_files": self.config_files}
+        path = cell_path(self.out, dataset, model, seed, split)
         log_file = None
         try:
+            config = self.base_config(dataset, label, split)
+            config.update(overrides or {})
+            spec = {"model": resolve_model(label)[0], "label": model, "dataset": dataset, "seed": seed,
+                    "config": config, "run_dir": str(run_dir), "config_files": self.config_files,
+                    "cell_out": str(path)}
+            if split is not None:
+                spec["split_seed"] = split
+            spec["tuned"] = overrides or self.tuned_config(dataset, label)
             source = sid_feature_source(label)
             if source is not None:
                 self._attach_sids(spec, source[1], run_dir)
@@ -334,18 +426,50 @@ class Grid:
             error = " ".join(str(exc).split())
             with open(run_dir / "stderr.log", "a", encoding="utf-8") as f:
                 f.write(error + "\n")
-        path = cell_path(self.out, dataset, model, seed)
         if error is not None:
             with atomic_write(path) as f:
-                json.dump({"model": model, "dataset": dataset, "seed": seed, "status": "error", "error": error,
-                           "log": str(run_dir / "stderr.log"), "log_file": log_file}, f, indent=1)
+                json.dump({"model": model, "dataset": dataset, "seed": seed, "split_seed": split, "status": "error",
+                           "error": error, "log": str(run_dir / "stderr.log"), "log_file": log_file}, f, indent=1)
             print(f"  cell failed: {model} seed {seed} on {dataset}: {error}", file=sys.stderr)
         return json.loads(path.read_text())
+
+    def tune(self, dataset: str, model: str, trials: int, split: int | None, seed: int) -> dict | None:
+        """Search ``model``'s space (``properties/hyper/<model>.hyper``) with ``trials`` configurations on one split
+        and seed; writes and returns ``<tuning>/<dataset>/<model>.json`` (None: the model has no space)."""
+        from recbole_sid.tuning import best_trial, model_search_space, trial_configs
+
+        space = model_search_space(model)
+        if space is None or self.tuning is None:
+            return None
+        path = tuning_path(self.tuning, dataset, model)
+        if path.is_file():
+            return json.loads(path.read_text())
+        configs = trial_configs(space, trials, seed=SEED_BASE)
+        trial_grid = Grid(self.tuning, self.data_path, self.extra, self.config_files, self.timeout, self.ctr_path,
+                          self.ctr_extra, self.split_root, self.cold_ratio, tuning=None)
+        records = []
+        for k, overrides in enumerate(configs):
+            _progress(k, len(configs), time.time(), f"tuning {model} on {dataset}: trial {k + 1} {overrides}")
+            record = trial_grid.run(dataset, f"{model}@t{k}={model}", seed, split, overrides=overrides)
+            records.append(record)
+        best = best_trial(records)
+        summary = {"model": model, "dataset": dataset, "split_seed": split, "seed": seed, "trials": trials,
+                   "space": space, "valid_rows": self.extra.get("valid_rows", "warm (default)"),
+                   "results": [{"config": c, "status": r.get("status"), "best_valid_score": r.get("best_valid_score"),
+                                "epochs_run": r.get("epochs_run"), "hit_cap": r.get("hit_cap"),
+                                "error": r.get("error")} for c, r in zip(configs, records)],
+                   "chosen": configs[best] if best is not None else None}
+        if best is None:
+            print(f"  tuning {model} on {dataset}: no trial finished; its cells use the defaults", file=sys.stderr)
+        else:
+            with atomic_write(path) as f:
+                json.dump(summary, f, indent=1)
+        return summary
 
     def _run_child(self, spec: dict, run_dir: Path):
         spec_path = run_dir / "spec.json"
         spec_path.write_text(json.dumps(spec))
-        path = cell_path(self.out, spec["dataset"], spec["label"], spec["seed"])
+        path = Path(spec["cell_out"])
         cmd = [sys.executable, "-m", "recbole_sid.leaderboard", "--run-cell", str(spec_path), "--cell-out", str(path)]
         return stream_cell(cmd, run_dir, f"{spec['label']} seed {spec['seed']}", self.timeout)
 
@@ -375,21 +499,40 @@ class Grid:
         spec["sid_source"] = {"model": tokenizer, "seed": seed, "itemsid": str(sid_file), "levels": levels}
 
 
+def tuning_path(tuning: Path, dataset: str, model: str) -> Path:
+    """The search record of ``model`` (class name) on ``dataset``: ``<tuning>/<dataset>/<model>.json``."""
+    return Path(tuning) / plain_name(dataset, "--dataset") / f"{plain_name(model, 'model')}.json"
+
+
+def split_seeds(count: int, start: int = 0) -> list[int | None]:
+    """Split seeds ``SEED_BASE + start ..`` (``count`` of them); ``[None]`` (the dataset's own split) for 0."""
+    return [None] if count <= 0 else [SEED_BASE + k for k in range(start, start + count)]
+
+
 def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dict, config_files=None,
              timeout: int | None = None, seed_start: int = 0, ctr_path: str | None = None,
-             ctr_extra: dict | None = None) -> list[Path]:
+             ctr_extra: dict | None = None, splits: int = 0, split_start: int = 0, split_root: str | None = None,
+             cold_ratio: float = 0.1, tune: bool = False, trials: int = 6) -> list[Path]:
     check_names(datasets, models)
-    grid = Grid(out, data_path, extra, config_files, timeout, ctr_path, ctr_extra)
-    # seed-major order: a partial grid already covers every model once
-    cells = [(d, m, SEED_BASE + s) for s in range(seed_start, seed_start + seeds) for d in datasets for m in models]
+    tuning = out / "tuning"
+    grid = Grid(out, data_path, extra, config_files, timeout, ctr_path, ctr_extra, split_root, cold_ratio, tuning)
+    split_list = split_seeds(splits, split_start)
+    if tune:  # one search per model class, on the first split seed and the first model seed
+        for dataset in datasets:
+            for model in dict.fromkeys(resolve_model(m)[0] for m in models):
+                grid.tune(dataset, model, trials, split_seeds(max(splits, 0))[0], SEED_BASE)
+    # split-major, then seed-major order: a partial grid already covers every model once
+    cells = [(d, m, SEED_BASE + s, k) for k in split_list for s in range(seed_start, seed_start + seeds)
+             for d in datasets for m in models]
     for dataset in datasets:
         if any(model_task(m) == "ctr" for m in models):
             print(f"CTR cells read {dataset} from {ctr_data_path(dataset, data_path, ctr_path)}", file=sys.stderr)
     started = time.time()
-    for done, (dataset, label, seed) in enumerate(cells):
-        state = "cached" if grid.cached(dataset, label, seed) else "running"
-        _progress(done, len(cells), started, f"{state} {label_name(label)} seed {seed} on {dataset}")
-        grid.run(dataset, label, seed)
+    for done, (dataset, label, seed, split) in enumerate(cells):
+        state = "cached" if grid.cached(dataset, label, seed, split) else "running"
+        where = f"split {split} " if split is not None else ""
+        _progress(done, len(cells), started, f"{state} {label_name(label)} {where}seed {seed} on {dataset}")
+        grid.run(dataset, label, seed, split)
     _progress(len(cells), len(cells), started, "done")
     return write_outputs(out, datasets, models)
 
@@ -420,8 +563,20 @@ def _mean_std(values):
 
 
 def read_cells(out: Path, dataset: str, model: str) -> list[dict]:
-    """Every cell JSON of ``model`` (a label) on ``dataset``, finished or failed, in seed order."""
-    return [json.loads(p.read_text()) for p in sorted((Path(out) / dataset / "cells").glob(f"{model}-seed*.json"))]
+    """Every cell JSON of ``model`` (a label) on ``dataset``, finished or failed, in (split, seed) order; each
+    gets ``_path``, the file it was read from."""
+    pattern = re.compile(rf"^{re.escape(model)}-(?:split(\d+)-)?seed(\d+)\.json$")
+    found = []
+    for path in (Path(out) / dataset / "cells").glob(f"{model}-*.json"):
+        match = pattern.match(path.name)
+        if match:
+            found.append(((int(match.group(1) or -1), int(match.group(2))), path))
+    cells = []
+    for _, path in sorted(found):
+        cell = json.loads(path.read_text())
+        cell["_path"] = str(path)
+        cells.append(cell)
+    return cells
 
 
 def collect(out: Path, dataset: str, models) -> list[dict]:
@@ -600,6 +755,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (2020, 2021, ...)")
     parser.add_argument("--seed-start", type=int, default=0,
                         help="skip the first N seeds (e.g. to share a grid between two workers)")
+    parser.add_argument("--split-seeds", type=int, default=0,
+                        help="number of cold-split seeds (2020, 2021, ...), each split written by dataset_prep "
+                        "cold-split under --split-root; 0: the dataset's own files as they are")
+    parser.add_argument("--split-start", type=int, default=0, help="skip the first N split seeds")
+    parser.add_argument("--split-root", default="dataset/splits", help="folder of the split seeds' data")
+    parser.add_argument("--cold-ratio", type=float, default=0.1, help="share of items each split holds out")
+    parser.add_argument("--tune", action="store_true",
+                        help="first search each model's properties/hyper/<Model>.hyper space (--trials "
+                        "configurations, first split and seed) and run every cell with the chosen configuration")
+    parser.add_argument("--trials", type=int, default=6, help="configurations per model in the search (the same "
+                        "budget for every model)")
+    parser.add_argument("--reference", help="model the paired tests compare with (default: the two-stage SID model "
+                        "with the best mean validation score)")
     parser.add_argument("--out", default="results")
     parser.add_argument("--data-path", default="dataset/")
     parser.add_argument("--config-files", nargs="*", help="yaml files passed to every run")
@@ -636,7 +804,8 @@ def main(argv=None) -> int:
     else:
         paths = run_grid(args.dataset, models, args.seeds, out, args.data_path, parse_set(args.set),
                          args.config_files, args.timeout, args.seed_start, args.ctr_data_path,
-                         parse_set(args.ctr_set))
+                         parse_set(args.ctr_set), args.split_seeds, args.split_start, args.split_root,
+                         args.cold_ratio, args.tune, args.trials)
     for path in paths:
         print(path)
     if args.readme:

@@ -25,7 +25,8 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 from recbole_sid.compat import recbole_pandas_warnings_silenced
 from recbole_sid.config import Config
 from recbole_sid.data.text import ATOMIC_TYPES, read_atomic_header
-from recbole_sid.evaluation import evaluate_warm_cold
+from recbole_sid.data.negatives import apply_warm_negatives
+from recbole_sid.evaluation import PerUserCapture, evaluate_warm_cold, select_valid_rows
 from recbole_sid.exceptions import ConfigError, DataError, DatasetNotFoundError
 from recbole_sid.runs import name_run
 from recbole_sid.utils import get_model, get_trainer
@@ -172,6 +173,8 @@ def prepare_run(config):
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    apply_warm_negatives(config, train_data)
+    valid_data = select_valid_rows(config, dataset, valid_data, train_data)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
@@ -203,9 +206,13 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         callback_fn=lambda epoch, score: valid_curve.append((int(epoch), float(score))),
     )
     train_seconds = time.perf_counter() - fit_start
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    breakdown = evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=config["show_progress"],
-                                   train_data=train_data)
+    with PerUserCapture(trainer) as capture:
+        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+        per_user_all = capture.take(test_data)
+        breakdown = evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=config["show_progress"],
+                                       train_data=train_data, capture=capture)
+    if per_user_all is not None:
+        breakdown["per_user"] = {"all": per_user_all, **breakdown.get("per_user", {})}
 
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
@@ -226,6 +233,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     result["log_file"] = recbole_log_file()
     losses = getattr(trainer, "train_loss_dict", {}) or {}
     result["epochs_run"] = len(losses)
+    result["epoch_cap"] = config["epochs"]
     result["train_seconds"] = train_seconds
     result["epoch_seconds"] = epoch_seconds
     result["curves"] = {"train_loss": {int(k): float(sum(v) if isinstance(v, tuple) else v) for k, v in losses.items()},

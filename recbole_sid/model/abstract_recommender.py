@@ -16,6 +16,7 @@ from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
 
 from recbole_sid.config_values import cfg, cfg_choice
+from recbole_sid.data.negatives import warm_item_pool, warm_negatives_enabled
 from recbole_sid.data.semantic import item_semantic_embeddings, user_semantic_embeddings
 from recbole_sid.exceptions import ConfigError
 from recbole_sid.model.layers import HEAD_INITS, SIDHead
@@ -53,7 +54,9 @@ class SIDRecommender(GeneralRecommender):
         user_sem = user_semantic_embeddings(config, dataset, item_sem) if self.tokenizer.has_user_sids else None
         #: what phase 1 reads (plain tensors, not part of the checkpoint)
         self.tokenizer_input = TokenizerInput(item_sem=item_sem, user_sem=user_sem, train_users=train_users,
-                                              train_items=train_items, n_users=self.n_users, n_items=self.n_items)
+                                              train_items=train_items, n_users=self.n_users, n_items=self.n_items,
+                                              negative_items=warm_item_pool(train_items)
+                                              if warm_negatives_enabled(config) else None)
         self.item_tokens = np.asarray(dataset.field2id_token[self.ITEM_ID])
         self.user_tokens = np.asarray(dataset.field2id_token[self.USER_ID])
         self.export_settings = {"dataset": config["dataset"], "model": config["model"],

@@ -33,6 +33,8 @@ class TokenizerInput:
     user_sem: torch.Tensor | None = None  # [n_users, D'] (tokenizers with user SIDs)
     valid_users: torch.Tensor | None = None  # validation interactions, for a tokenizer's own stopping rule
     valid_items: torch.Tensor | None = None
+    #: the pool sampled negatives are drawn from (warm items, ``recbole_sid.data.negatives``); None: every item
+    negative_items: torch.Tensor | None = None
     tensorboard: object = None  # a SummaryWriter (RecBole's trainer's), or None
 
 

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from recbole_sid.config_values import cfg, cfg_float, cfg_int
+from recbole_sid.data.negatives import sample_items
 from recbole_sid.exceptions import ConfigError
 from recbole_sid.model.layers import info_nce
 from recbole_sid.quantization import RQVAE
@@ -235,6 +236,7 @@ class DASTokenizer(Tokenizer):
         self.align_u2i = bool(cfg(config, "das_align_u2i", True))
         self.align_dual = bool(cfg(config, "das_align_dual", True))
         self.align_cooc = bool(cfg(config, "das_align_cooc", True))
+        self.one_stage = bool(cfg(config, "das_one_stage", True))
         self.con_weight = cfg_float(config, "icdm_conformity_weight", 0.5, minimum=0.0)
         self.pop_weight = cfg_float(config, "icdm_pop_weight", 0.1, minimum=0.0)
         self.orth_weight = cfg_float(config, "icdm_orth_weight", 0.1, minimum=0.0)
@@ -325,7 +327,9 @@ class DASTokenizer(Tokenizer):
 
     # --- phase 1 -------------------------------------------------------------------------------------------
     def _negatives(self, n: int) -> torch.Tensor:
-        return torch.randint(1, self.data.n_items, (n,), generator=self.generator).to(self.data.item_sem.device)
+        pool = self.data.negative_items
+        return sample_items(n, self.data.n_items, self.generator, None if pool is None else pool.cpu()).to(
+            self.data.item_sem.device)
 
     def _epoch(self, optimizer, terms_fn, batch_size: int) -> dict:
         """One pass over the training pairs with ``terms_fn(users, pos, neg)``; returns the per-term means."""
@@ -395,12 +399,18 @@ class DASTokenizer(Tokenizer):
         item_codes, user_codes = self.current_codes()
         best = {"epoch": 0, "score": self.valid_score(item_codes), "state": copy.deepcopy(self.uism.state_dict())}
         log.epoch("joint", 0, {}, valid_recall=best["score"] if best["score"] is not None else float("nan"))
-        optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        if self.one_stage:
+            optimizer = torch.optim.Adam(self.parameters(), lr=self.lr)
+        else:  # the two-stage ablation: the quantizers are frozen after their warm start, only ICDM/MDAM align
+            self.uism.requires_grad_(False)
+            optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.lr)
         waited = 0
         for epoch in range(1, self.joint_epochs + 1):
             self.train(True)
+            if not self.one_stage:
+                self.uism.train(False)  # frozen: no dropout, no codebook statistics
             means = self._epoch(optimizer, self.loss_terms, self.batch_size)
-            reseeded = self.reseed_dead_codes()
+            reseeded = self.reseed_dead_codes() if self.one_stage else 0
             new_items, new_users = self.current_codes()
             score = self.valid_score(new_items)
             item_churn = churn(item_codes, new_items)

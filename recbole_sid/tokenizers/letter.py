@@ -92,7 +92,8 @@ class LETTERTokenizer(RQVAETokenizer):
         device = x.device
         # stage 1: CF embeddings of the training split, in the code space (the paper's h_i has the code size)
         _, cf_item = train_bpr_mf(data.train_users, data.train_items, data.n_users, data.n_items, self.rq.code_dim,
-                                  epochs=self.cf_epochs, lr=self.cf_lr, seed=self.seed, device=device, log=log)
+                                  epochs=self.cf_epochs, lr=self.cf_lr, seed=self.seed, device=device, log=log,
+                                  negative_items=data.negative_items)
         warm = torch.bincount(data.train_items, minlength=data.n_items).to(device) > 0
         rqvae = self.build(x.shape[1]).to(device)
         n_clusters = max(1, min(self.n_clusters, self.codebook_size // 2))

@@ -40,7 +40,8 @@ class QARMTokenizer(Tokenizer):
     def fit(self, data: TokenizerInput, log: PhaseLog) -> TokenizerOutput:
         device = data.item_sem.device
         _, cf_item = train_bpr_mf(data.train_users, data.train_items, data.n_users, data.n_items, self.cf_dim,
-                                  epochs=self.cf_epochs, lr=self.cf_lr, seed=self.seed, device=device, log=log)
+                                  epochs=self.cf_epochs, lr=self.cf_lr, seed=self.seed, device=device, log=log,
+                                  negative_items=data.negative_items)
         warm = torch.unique(data.train_items).to(device)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)

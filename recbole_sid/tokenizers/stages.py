@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recbole_sid.data.negatives import sample_items
 from recbole_sid.model.layers import info_nce
 from recbole_sid.tokenizers.base import PhaseLog
 
@@ -28,23 +29,25 @@ def batches(n: int, batch_size: int, generator: torch.Generator):
 
 def train_bpr_mf(users, items, n_users: int, n_items: int, dim: int, epochs: int = 50, lr: float = 1e-2,
                  batch_size: int = 2048, reg: float = 1e-4, seed: int = 0, device="cpu",
-                 log: PhaseLog | None = None, stage: str = "cf (BPR-MF)"):
+                 log: PhaseLog | None = None, stage: str = "cf (BPR-MF)", negative_items: torch.Tensor | None = None):
     """BPR matrix factorisation on the training pairs; returns ``(user_emb [n_users, dim], item_emb [n_items, dim])``.
 
-    Negatives are drawn uniformly from all items (a sampled negative may rarely be a positive; standard BPR-MF).
+    Negatives are drawn uniformly from ``negative_items`` (the warm pool, ``recbole_sid.data.negatives``), or from
+    all items without one (a sampled negative may rarely be a positive; standard BPR-MF).
     """
     gen = torch.Generator().manual_seed(seed)
     user_emb = torch.nn.Parameter(torch.randn(n_users, dim, generator=gen) * 0.1)
     item_emb = torch.nn.Parameter(torch.randn(n_items, dim, generator=gen) * 0.1)
     user_emb.data, item_emb.data = user_emb.data.to(device), item_emb.data.to(device)
     users, items = users.to(device), items.to(device)
+    pool = None if negative_items is None else negative_items.cpu()  # drawn with the CPU generator
     optimizer = torch.optim.Adam([user_emb, item_emb], lr=lr)
     for epoch in range(epochs):
         total = 0.0
         for idx in batches(len(users), batch_size, gen):
             idx = idx.to(device)
             u, i = users[idx], items[idx]
-            j = torch.randint(1, n_items, (len(idx),), generator=gen).to(device)
+            j = sample_items(len(idx), n_items, gen, pool).to(device)
             # index_select, not user_emb[u]: its backward adds repeated rows in a fixed order (deterministic with
             # several CPU threads; advanced indexing accumulates in thread order)
             eu, ei, ej = user_emb.index_select(0, u), item_emb.index_select(0, i), item_emb.index_select(0, j)
