@@ -27,6 +27,7 @@ from pathlib import Path
 
 from recbole_sid.atomic_io import atomic_write, plain_name
 from recbole_sid.exceptions import DataError, RecBoleSIDError
+from recbole_sid.stats import paired_bootstrap_users, paired_cells, summarize, verdict
 
 TOPK_BASELINES = ["Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "SGL"]
 TOPK_PLUGIN = ["RQKMeans", "RQVAE", "LETTER", "QARM", "DAS"]
@@ -512,7 +513,7 @@ def split_seeds(count: int, start: int = 0) -> list[int | None]:
 def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dict, config_files=None,
              timeout: int | None = None, seed_start: int = 0, ctr_path: str | None = None,
              ctr_extra: dict | None = None, splits: int = 0, split_start: int = 0, split_root: str | None = None,
-             cold_ratio: float = 0.1, tune: bool = False, trials: int = 6) -> list[Path]:
+             cold_ratio: float = 0.1, tune: bool = False, trials: int = 6, reference: str | None = None) -> list[Path]:
     check_names(datasets, models)
     tuning = out / "tuning"
     grid = Grid(out, data_path, extra, config_files, timeout, ctr_path, ctr_extra, split_root, cold_ratio, tuning)
@@ -534,17 +535,17 @@ def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dic
         _progress(done, len(cells), started, f"{state} {label_name(label)} {where}seed {seed} on {dataset}")
         grid.run(dataset, label, seed, split)
     _progress(len(cells), len(cells), started, "done")
-    return write_outputs(out, datasets, models)
+    return write_outputs(out, datasets, models, reference)
 
 
-def write_outputs(out: Path, datasets, models) -> list[Path]:
+def write_outputs(out: Path, datasets, models, reference: str | None = None) -> list[Path]:
     """Tables (md, csv) and plots (PNG) of every dataset from its finished cells; returns the written files."""
     from recbole_sid.plots import PlotDependencyError, write_plots
 
     paths = []
     for dataset in datasets:
         labels = [label_name(m) for m in models]
-        paths.append(write_tables(out, dataset, labels))
+        paths.append(write_tables(out, dataset, labels, reference))
         try:
             paths += write_plots(out, dataset, labels)
         except PlotDependencyError as exc:
@@ -592,10 +593,19 @@ def collect(out: Path, dataset: str, models) -> list[dict]:
         row = {"model": model, "task": task, "seeds": len(ok),
                "errors": "; ".join(sorted({c["error"] for c in cells if c.get("status") == "error"}))}
         metrics = CTR_METRICS if row["task"] == "ctr" else TOPK_METRICS
+        row["_cells"] = {"files": {_cell_key(c): c["_path"] for c in ok if "_path" in c}}
         for part in ("", "_warm", "_cold"):
             for metric in metrics:
                 key = f"{metric}{part}"
-                row[key] = _mean_std([c.get(f"test_result{part}", {}).get(metric) for c in ok])
+                values = [c.get(f"test_result{part}", {}).get(metric) for c in ok]
+                row[key] = _mean_std(values)
+                summary = summarize(values)
+                row[f"{key}_ci95"] = None if summary.ci_high is None else summary.ci_high - summary.mean
+                row["_cells"][key] = {_cell_key(c): v for c, v in zip(ok, values) if v is not None}
+        row["split_seeds"] = len({c.get("split_seed") for c in ok})
+        row["at_cap"] = sum(1 for c in ok if c.get("hit_cap"))
+        row["best_valid_score"] = _mean_std([c.get("best_valid_score") for c in ok])
+        row["tuned"] = next((c["tuned"] for c in ok if c.get("tuned")), None)
         row["seconds_per_epoch"] = _mean_std([c.get("seconds_per_epoch") for c in ok])
         row["tokenizer_seconds"] = _mean_std([c.get("tokenizer_seconds") for c in ok])
         row["peak_rss_mb"] = _mean_std([c.get("peak_rss_mb") for c in ok])
@@ -612,8 +622,13 @@ def collect(out: Path, dataset: str, models) -> list[dict]:
     return rows
 
 
-#: config keys that differ between the seeds of one model by design
-PER_SEED_KEYS = ("seed", "checkpoint_dir", "show_progress")
+#: config keys that differ between the seeds of one model by design (the split seed's data folder too)
+PER_SEED_KEYS = ("seed", "checkpoint_dir", "show_progress", "data_path")
+
+
+def _cell_key(cell: dict) -> tuple:
+    """What pairs the cells of two models: ``(split seed, model seed)``."""
+    return (cell.get("split_seed"), cell.get("seed"))
 
 
 def _shared_config(config: dict) -> dict:
@@ -650,25 +665,131 @@ def _fmt(pair, digits=4):
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def write_tables(out: Path, dataset: str, models) -> Path:
+#: the two-stage SID models, among which the default reference of the paired tests is chosen
+TWO_STAGE_SID = ["RQKMeans", "RQVAE", "LETTER", "QARM"]
+#: the metric the headline rankings sort by and test
+HEADLINE_METRIC = "recall@10"
+HOW_TO_READ = (
+    "How to read: every number is a mean over cells (a cell is one split seed x model seed run, trained on "
+    "the same split with the same budget) ± the half-width of its 95 % Student-t interval. Warm and cold items "
+    "are ranked separately. Δ is the model's mean difference from the reference; p (cells) is a paired t-test over "
+    "the cells both models ran, p (users) a paired bootstrap over test users (2,000 replicates, users resampled "
+    "within each cell, every cell weighing the same). The verdict says better / worse only when both tests give "
+    "p < 0.05 in the same direction, else \"no detectable difference\" (which is not evidence of equality: with "
+    "3 cells only large or very consistent differences reach it). A † marks models with cells stopped by the "
+    "epoch cap rather than early stopping.")
+
+
+def default_reference(rows) -> str | None:
+    """The two-stage SID model with the best mean validation score (what checkpoint selection maximised)."""
+    candidates = [r for r in rows if r["model"] in TWO_STAGE_SID and r["task"] == "topk"
+                  and (r.get("best_valid_score") or (None,))[0] is not None]
+    return max(candidates, key=lambda r: r["best_valid_score"][0])["model"] if candidates else None
+
+
+def _per_user_by_cell(row: dict, key: str) -> dict:
+    """``{cell key: {user: value}}`` of a row's metric ``key`` (e.g. ``recall@10_warm``) from the cells' npz."""
+    metric, _, part = key.partition("_")
+    found = {}
+    for cell_key, path in row["_cells"]["files"].items():
+        values = read_per_user(users_path(Path(path)), part or "all", metric)
+        if values:
+            found[cell_key] = values
+    return found
+
+
+def compare(row: dict, reference: dict, key: str) -> tuple:
+    """``(cell test, user test or None, verdict)`` of ``row`` against ``reference`` on metric ``key``."""
+    cell_test = paired_cells(row["_cells"].get(key, {}), reference["_cells"].get(key, {}))
+    mine, theirs = _per_user_by_cell(row, key), _per_user_by_cell(reference, key)
+    user_test = paired_bootstrap_users(mine, theirs, seed=0) if mine and theirs else None
+    return cell_test, user_test, verdict(cell_test, user_test)
+
+
+def _ci(row: dict, key: str, digits: int = 4) -> str:
+    mean = (row.get(key) or (None,))[0]
+    if mean is None:
+        return "—"
+    half = row.get(f"{key}_ci95")
+    return f"{mean:.{digits}f}" if half is None else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def _p(value) -> str:
+    return "—" if value is None else ("< 0.001" if value < 0.001 else f"{value:.3f}")
+
+
+def _ranking(rows, by_model, reference, part: str) -> list[str]:
+    """One headline table: the top-k rows ranked by ``HEADLINE_METRIC`` on ``part`` (warm / cold / all)."""
+    suffix = "" if part == "all" else f"_{part}"
+    key = f"{HEADLINE_METRIC}{suffix}"
+    ranked = sorted((r for r in rows if (r.get(key) or (None,))[0] is not None), key=lambda r: -r[key][0])
+    title = {"warm": "Warm items", "cold": "Cold items", "all": "All test rows"}[part]
+    lines = [f"## {title}: ranked by {key.replace('_', ' ')}", "",
+             f"| # | model | cells | {key.replace('_', ' ')} | ndcg@10{suffix.replace('_', ' ')} | "
+             f"Δ vs {reference or '—'} | p (cells) | p (users) | verdict |",
+             "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+    for rank, r in enumerate(ranked, 1):
+        mark = " †" if r.get("at_cap") else ""
+        if reference is None or r["model"] == reference or reference not in by_model:
+            delta, p_cells, p_users, said = "—", "—", "—", "reference" if r["model"] == reference else "—"
+        else:
+            cell_test, user_test, said = compare(r, by_model[reference], key)
+            delta = "—" if cell_test.mean_diff is None else f"{cell_test.mean_diff:+.4f}"
+            if cell_test.ci_low is not None:
+                delta += f" [{cell_test.ci_low:+.4f}, {cell_test.ci_high:+.4f}]"
+            p_cells, p_users = _p(cell_test.p_value), _p(user_test.p_value if user_test else None)
+        lines.append(f"| {rank} | {r['model']}{mark} | {r['seeds']} | {_ci(r, key)} | "
+                     f"{_ci(r, 'ndcg@10' + suffix)} | {delta} | {p_cells} | {p_users} | {said} |")
+    return lines + [""]
+
+
+def _topk_tables(rows, reference: str | None) -> list[str]:
+    by_model = {r["model"]: r for r in rows}
+    if reference is not None and reference not in by_model:
+        raise DataError(f"--reference {reference!r} has no finished cell (models: {', '.join(by_model)})")
+    reference = reference or default_reference(rows)
+    lines = [HOW_TO_READ, "", f"Reference of the paired tests: **{reference or 'none'}**"
+             + (" (the two-stage SID model with the best mean validation score)" if reference else ""), ""]
+    for part in ("warm", "cold"):
+        lines += _ranking(rows, by_model, reference, part)
+    cols = [f"{m}{p}" for p in ("", "_warm", "_cold") for m in TOPK_METRICS]
+    phase1 = any((r.get("tokenizer_seconds") or (None,))[0] is not None for r in rows)
+    lines += ["## Every metric (all / warm / cold test rows)", "",
+              "| model | cells | " + " | ".join(c.replace("_", " ") for c in cols) + " | cells at cap | epochs" +
+              (" | phase 1 s" if phase1 else "") + " | s/epoch | peak MB |",
+              "|---|---:|" + "---:|" * (len(cols) + 4 + phase1)]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['seeds']} | " + " | ".join(_ci(r, c) for c in cols) +
+                     f" | {r.get('at_cap', 0)} | {_fmt(r['epochs_run'], 0)}" +
+                     (f" | {_fmt(r['tokenizer_seconds'], 0)}" if phase1 else "") +
+                     f" | {_fmt(r['seconds_per_epoch'], 2)} | {_fmt(r['peak_rss_mb'], 0)} |")
+    lines.append("")
+    tuned = [r for r in rows if r.get("tuned")]
+    if tuned:
+        lines += ["## Chosen configurations (search on the first split seed; validation score of the cells)", "",
+                  "| model | chosen | mean valid score |", "|---|---|---:|"]
+        for r in rows:
+            chosen = ", ".join(f"{k}={v}" for k, v in (r.get("tuned") or {}).items()) or "defaults (no search space)"
+            lines.append(f"| {r['model']} | {chosen} | {_fmt(r['best_valid_score'])} |")
+        lines.append("")
+    return lines
+
+
+def write_tables(out: Path, dataset: str, models, reference: str | None = None) -> Path:
     rows = collect(out, dataset, models)
     folder = out / dataset
     folder.mkdir(parents=True, exist_ok=True)
     lines = [f"# Leaderboard: {dataset}", ""]
-    for task, metrics in (("topk", TOPK_METRICS), ("ctr", CTR_METRICS)):
-        task_rows = [r for r in rows if r["task"] == task]
-        if not task_rows:
-            continue
-        cols = [f"{m}{p}" for p in ("", "_warm", "_cold") for m in metrics]
-        phase1 = task == "topk" and any((r.get("tokenizer_seconds") or (None,))[0] is not None
-                                        for r in task_rows)
-        lines += [f"## {'Top-k (full sort)' if task == 'topk' else 'CTR'}", "",
-                  "| model | seeds | " + " | ".join(c.replace("_", " ") for c in cols) +
-                  (" | phase 1 s" if phase1 else "") + " | s/epoch | peak MB |",
-                  "|---|---:|" + "---:|" * (len(cols) + 2 + phase1)]
-        for r in task_rows:
-            lines.append(f"| {r['model']} | {r['seeds']} | " + " | ".join(_fmt(r[c]) for c in cols) +
-                         (f" | {_fmt(r['tokenizer_seconds'], 0)}" if phase1 else "") +
+    topk_rows = [r for r in rows if r["task"] == "topk"]
+    if topk_rows:
+        lines += _topk_tables(topk_rows, reference)
+    ctr_rows = [r for r in rows if r["task"] == "ctr"]
+    if ctr_rows:
+        cols = [f"{m}{p}" for p in ("", "_warm", "_cold") for m in CTR_METRICS]
+        lines += ["## CTR", "", "| model | seeds | " + " | ".join(c.replace("_", " ") for c in cols) +
+                  " | s/epoch | peak MB |", "|---|---:|" + "---:|" * (len(cols) + 2)]
+        for r in ctr_rows:
+            lines.append(f"| {r['model']} | {r['seeds']} | " + " | ".join(_ci(r, c) for c in cols) +
                          f" | {_fmt(r['seconds_per_epoch'], 2)} | {_fmt(r['peak_rss_mb'], 0)} |")
         lines.append("")
     sid_rows = [r for r in rows if r.get("collision_rate")]
@@ -691,6 +812,8 @@ def write_tables(out: Path, dataset: str, models) -> Path:
     keys, paired = [], set()
     for r in rows:
         for k, v in r.items():
+            if k.startswith("_"):
+                continue
             if k not in keys:
                 keys.append(k)
             if isinstance(v, tuple):
@@ -704,7 +827,7 @@ def write_tables(out: Path, dataset: str, models) -> Path:
                 v = r.get(k)
                 if k in paired:
                     line += list(v) if isinstance(v, tuple) else ["", ""]
-                elif k in ("config", "versions"):
+                elif k in ("config", "versions", "tuned"):
                     line.append(json.dumps(v, sort_keys=True) if v is not None else "")
                 else:
                     line.append(v)
@@ -727,7 +850,7 @@ def update_readme(readme: Path, out: Path, dataset: str, tag: str = "") -> bool:
     table = table.split("\n## Config and versions")[0].strip()
     table = "\n".join(line.replace("## ", "#### ", 1) if line.startswith("## ") else line
                       for line in table.splitlines()[1:]).strip()
-    source = f"From [`{out / dataset / 'leaderboard.md'}`]({out / dataset / 'leaderboard.md'}) (mean ± std over seeds)."
+    source = f"From [`{out / dataset / 'leaderboard.md'}`]({out / dataset / 'leaderboard.md'}) (mean ± 95 % CI half-width over cells; the tables' own paragraph says how to read them)."
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     with atomic_write(readme) as f:
@@ -800,12 +923,12 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out)
     if args.tables_only:
-        paths = write_outputs(out, args.dataset, models)
+        paths = write_outputs(out, args.dataset, models, args.reference)
     else:
         paths = run_grid(args.dataset, models, args.seeds, out, args.data_path, parse_set(args.set),
                          args.config_files, args.timeout, args.seed_start, args.ctr_data_path,
                          parse_set(args.ctr_set), args.split_seeds, args.split_start, args.split_root,
-                         args.cold_ratio, args.tune, args.trials)
+                         args.cold_ratio, args.tune, args.trials, args.reference)
     for path in paths:
         print(path)
     if args.readme:

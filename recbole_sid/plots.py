@@ -1,6 +1,6 @@
 """PNG plots of a leaderboard run: :func:`plot_data` reads ``<out>/<dataset>/cells/*.json`` and computes every
 number that is drawn (test metrics through :func:`recbole_sid.leaderboard.collect`, so bars and error bars are the
-tables' mean and sample std over the ok seeds; per-level codebook usage of the tokenizer models; per-epoch training
+tables' mean and 95 % t-interval over the ok cells; per-level codebook usage of the tokenizer models; per-epoch training
 curves averaged over the seeds that ran each epoch), and :func:`write_plots` draws them with matplotlib's object API
 (``Figure`` + ``FigureCanvasAgg``, so importing this module or plotting never changes the user's pyplot backend)
 into ``<out>/<dataset>/plots/``, each PNG written to a temporary file beside its target and renamed into place.
@@ -15,7 +15,7 @@ from recbole_sid.atomic_io import atomic_write
 from recbole_sid.leaderboard import CTR_METRICS, TOPK_METRICS, _mean_std, collect, read_cells
 
 #: bars of ``metrics_topk.png``: keys of :func:`collect`'s rows, one bar per key in each model's group
-TOPK_BARS = TOPK_METRICS + [f"{m}_cold" for m in TOPK_METRICS]
+TOPK_BARS = [f"{m}{part}" for part in ("_warm", "_cold") for m in TOPK_METRICS]
 #: subplots of ``metrics_ctr.png``: one per CTR metric, bars for all / warm / cold test users
 CTR_BARS = {m: [m, f"{m}_warm", f"{m}_cold"] for m in CTR_METRICS}
 CURVES = ("train_loss", "valid_score")
@@ -60,6 +60,11 @@ def _level_usage(cells: list[dict]) -> list[tuple[float, float]]:
     return [_mean_std(usage.get(level, [])) for level in range(1, max(usage, default=0) + 1)]
 
 
+def _with_ci(row: dict, key: str) -> tuple:
+    """``(mean, half-width of the 95 % t-interval)`` of a table row's metric (the tables' numbers)."""
+    return (row[key][0], row.get(f"{key}_ci95"))
+
+
 def plot_data(out: Path, dataset: str, models: list[str]) -> dict:
     """Every number that :func:`write_plots` draws, keyed by plot (``metrics_topk``, ``codebook_usage``, ...)."""
     data: dict = {}
@@ -68,9 +73,10 @@ def plot_data(out: Path, dataset: str, models: list[str]) -> dict:
             continue  # no cells, or only failed ones
         model, task = row["model"], row["task"]
         if task == "topk":
-            data.setdefault("metrics_topk", {})[model] = {key: row[key] for key in TOPK_BARS}
+            data.setdefault("metrics_topk", {})[model] = {key: _with_ci(row, key) for key in TOPK_BARS}
         else:
-            data.setdefault("metrics_ctr", {})[model] = {key: row[key] for bars in CTR_BARS.values() for key in bars}
+            data.setdefault("metrics_ctr", {})[model] = {key: _with_ci(row, key) for bars in CTR_BARS.values()
+                                                         for key in bars}
         cells = _ok_cells(Path(out), dataset, model)
         usage = _level_usage(cells)
         if usage:
@@ -107,7 +113,7 @@ def _style(i: int) -> dict:
 
 
 def _bars(ax, groups: list[str], series: dict[str, list[tuple]], ylabel: str, styles: dict | None = None) -> None:
-    """Grouped bars on ``ax``: one group per entry of ``groups``, one bar (mean ± std) per ``series`` key."""
+    """Grouped bars on ``ax``: one group per entry of ``groups``, one bar (mean ± error) per ``series`` key."""
     width = 0.8 / max(len(series), 1)
     for i, (name, pairs) in enumerate(series.items()):
         style = (styles or {}).get(name) or _style(i)
@@ -148,7 +154,7 @@ def _metrics_figure(Figure, dataset: str, task: str, rows: dict):
                   for key in keys}
         _bars(ax, models, series, metric or "test metric")
         ax.legend(fontsize="small")
-    fig.suptitle(f"{dataset}: {TASK_TITLES[task]} test metrics (mean ± std over seeds)")
+    fig.suptitle(f"{dataset}: {TASK_TITLES[task]} test metrics (mean ± 95 % CI over cells)")
     return fig
 
 

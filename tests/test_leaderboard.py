@@ -40,9 +40,9 @@ def test_tiny_grid_tables_match_cells(tmp_path, monkeypatch, capsys):
             assert float(rows[model][f"{metric}_mean"]) == cell["test_result"][metric]
             assert f"{cell['test_result'][metric]:.4f}" in md
         assert cell["peak_rss_mb"] > 0 and cell["seconds_per_epoch"] > 0
-        shared = {k: v for k, v in cell["config"].items() if k not in ("seed", "checkpoint_dir", "show_progress")}
+        shared = {k: v for k, v in cell["config"].items() if k not in leaderboard.PER_SEED_KEYS}
         assert json.loads(rows[model]["config"]) == shared
-    header = next(line for line in md.splitlines() if line.startswith("| model | seeds | recall@10"))
+    header = next(line for line in md.splitlines() if line.startswith("| model | cells | recall@10"))
     assert "recall@10 warm" in header and "recall@10 cold" in header and "phase 1 s" in header
     rq_row = next(line for line in md.splitlines() if line.startswith("| RQKMeans |"))
     rq_cell = json.loads((out / "tiny" / "cells" / "RQKMeans-seed2020.json").read_text())

@@ -13,12 +13,12 @@ DATASET = "fake"
 # RQVAE (tokenizer, top-k): two ok seeds of different lengths. BPR (top-k): one ok seed, one failed seed.
 # DeepFM (CTR): two ok seeds. LightGCN: no cells at all (skipped).
 RQVAE = {
-    2020: {"recall": 0.10, "ndcg": 0.20, "recall_cold": 0.01, "ndcg_cold": 0.02, "usage": [1.0, 0.5, 0.25],
+    2020: {"recall": 0.10, "ndcg": 0.20, "recall_warm": 0.15, "ndcg_warm": 0.25, "recall_cold": 0.01, "ndcg_cold": 0.02, "usage": [1.0, 0.5, 0.25],
            "loss": [10.0, 8.0, 6.0], "valid": [0.1, 0.2, 0.3]},
-    2021: {"recall": 0.14, "ndcg": 0.30, "recall_cold": 0.03, "ndcg_cold": 0.05, "usage": [0.9, 0.7, 0.35],
+    2021: {"recall": 0.14, "ndcg": 0.30, "recall_warm": 0.19, "ndcg_warm": 0.31, "recall_cold": 0.03, "ndcg_cold": 0.05, "usage": [0.9, 0.7, 0.35],
            "loss": [12.0, 9.0, 7.0, 6.0, 5.0], "valid": [0.2, 0.3, 0.4, 0.45, 0.5]},
 }
-BPR = {"recall": 0.12, "ndcg": 0.22, "recall_cold": 0.0, "ndcg_cold": 0.0, "loss": [3.0, 2.0, 1.5, 1.0],
+BPR = {"recall": 0.12, "ndcg": 0.22, "recall_warm": 0.2, "ndcg_warm": 0.3, "recall_cold": 0.0, "ndcg_cold": 0.0, "loss": [3.0, 2.0, 1.5, 1.0],
        "valid": [0.15, 0.25, 0.3, 0.35]}
 DEEPFM = {
     2020: {"auc": (0.70, 0.72, 0.60), "logloss": (0.50, 0.48, 0.60), "loss": [5.0, 4.0], "valid": [0.65, 0.70]},
@@ -38,7 +38,7 @@ def _topk_cell(model, seed, spec, usage=None):
     cell = {"model": model, "dataset": DATASET, "seed": seed, "status": "ok", "config": {"seed": seed},
             "versions": {}, "best_valid_score": 0.9, "best_valid_result": {"recall@10": 0.1, "mrr@10": 0.9},
             "test_result": {"recall@10": spec["recall"], "ndcg@10": spec["ndcg"], "mrr@10": 0.5},
-            "test_result_warm": {"recall@10": 0.5, "ndcg@10": 0.5},
+            "test_result_warm": {"recall@10": spec["recall_warm"], "ndcg@10": spec["ndcg_warm"]},
             "test_result_cold": {"recall@10": spec["recall_cold"], "ndcg@10": spec["ndcg_cold"]},
             "curves": _curves(spec["loss"], spec["valid"]), "epochs_run": len(spec["loss"])}
     if usage:
@@ -92,16 +92,19 @@ def test_plot_data_matches_hand_computed(out):
     assert set(data) == {"metrics_topk", "metrics_ctr", "codebook_usage", "curves_topk", "curves_ctr"}
     assert list(data["metrics_topk"]) == ["RQVAE", "BPR"]  # display order, LightGCN (no cells) skipped
     a, b = RQVAE[2020], RQVAE[2021]
-    for key, field in (("recall@10", "recall"), ("ndcg@10", "ndcg"), ("recall@10_cold", "recall_cold"),
-                       ("ndcg@10_cold", "ndcg_cold")):
-        assert data["metrics_topk"]["RQVAE"][key] == pytest.approx(_ms([a[field], b[field]]))
-        assert data["metrics_topk"]["BPR"][key] == (pytest.approx(BPR[field]), None)  # error cell ignored; one seed: no std
-    assert set(data["metrics_topk"]["RQVAE"]) == {"recall@10", "ndcg@10", "recall@10_cold", "ndcg@10_cold"}
+    for key, field in (("recall@10_warm", "recall_warm"), ("ndcg@10_warm", "ndcg_warm"),
+                       ("recall@10_cold", "recall_cold"), ("ndcg@10_cold", "ndcg_cold")):
+        # bars: mean and the half-width of the 95 % t-interval, t(0.975, 1 df) = 12.706204736174707
+        mean, std = _ms([a[field], b[field]])
+        assert data["metrics_topk"]["RQVAE"][key] == pytest.approx((mean, 12.706204736174707 * std / 2 ** 0.5))
+        assert data["metrics_topk"]["BPR"][key] == (pytest.approx(BPR[field]), None)  # error cell ignored; one seed: no CI
+    assert set(data["metrics_topk"]["RQVAE"]) == {"recall@10_warm", "ndcg@10_warm", "recall@10_cold", "ndcg@10_cold"}
 
     ctr = data["metrics_ctr"]["DeepFM"]
     for i, part in enumerate(("", "_warm", "_cold")):
         for metric in ("auc", "logloss"):
-            assert ctr[f"{metric}{part}"] == pytest.approx(_ms([DEEPFM[s][metric][i] for s in DEEPFM]))
+            mean, std = _ms([DEEPFM[s][metric][i] for s in DEEPFM])
+            assert ctr[f"{metric}{part}"] == pytest.approx((mean, 12.706204736174707 * std / 2 ** 0.5))
 
     assert list(data["codebook_usage"]) == ["RQVAE"]  # only the tokenizer model has sid_quality
     assert data["codebook_usage"]["RQVAE"] == _approx_pairs([_ms([a["usage"][i], b["usage"][i]]) for i in range(3)])
