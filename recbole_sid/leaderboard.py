@@ -734,12 +734,37 @@ def _ranking(rows, by_model, reference, part: str) -> list[str]:
             delta, p_cells, p_users, said = "—", "—", "—", "reference" if r["model"] == reference else "—"
         else:
             cell_test, user_test, said = compare(r, by_model[reference], key)
-            delta = "—" if cell_test.mean_diff is None else f"{cell_test.mean_diff:+.4f}"
-            if cell_test.ci_low is not None:
-                delta += f" [{cell_test.ci_low:+.4f}, {cell_test.ci_high:+.4f}]"
+            delta = _delta(cell_test)
             p_cells, p_users = _p(cell_test.p_value), _p(user_test.p_value if user_test else None)
         lines.append(f"| {rank} | {r['model']}{mark} | {r['seeds']} | {_ci(r, key)} | "
                      f"{_ci(r, 'ndcg@10' + suffix)} | {delta} | {p_cells} | {p_users} | {said} |")
+    return lines + [""]
+
+
+def _delta(cell_test) -> str:
+    if cell_test.mean_diff is None:
+        return "—"
+    text = f"{cell_test.mean_diff:+.4f}"
+    return text if cell_test.ci_low is None else f"{text} [{cell_test.ci_low:+.4f}, {cell_test.ci_high:+.4f}]"
+
+
+def _variant_table(rows, by_model) -> list[str]:
+    """Each named variant (``VARIANTS``: DAS's ablations, the two-stage DAS) paired against its base model."""
+    pairs = [(r, by_model[VARIANTS[r["model"]][0]]) for r in rows
+             if r["model"] in VARIANTS and VARIANTS[r["model"]][0] in by_model]
+    if not pairs:
+        return []
+    key = HEADLINE_METRIC
+    lines = [f"## Variants against their base model ({key}; Δ = variant - base)", "",
+             "| variant | base | cells | Δ warm | p (cells) | p (users) | verdict (warm) | Δ cold | p (cells) | "
+             "p (users) | verdict (cold) |", "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+    for row, base in pairs:
+        parts = []
+        for suffix in ("_warm", "_cold"):
+            cell_test, user_test, said = compare(row, base, key + suffix)
+            parts.append(f"{_delta(cell_test)} | {_p(cell_test.p_value)} | "
+                         f"{_p(user_test.p_value if user_test else None)} | {said}")
+        lines.append(f"| {row['model']} | {base['model']} | {row['seeds']} | " + " | ".join(parts) + " |")
     return lines + [""]
 
 
@@ -752,6 +777,7 @@ def _topk_tables(rows, reference: str | None) -> list[str]:
              + (" (the two-stage SID model with the best mean validation score)" if reference else ""), ""]
     for part in ("warm", "cold"):
         lines += _ranking(rows, by_model, reference, part)
+    lines += _variant_table(rows, by_model)
     cols = [f"{m}{p}" for p in ("", "_warm", "_cold") for m in TOPK_METRICS]
     phase1 = any((r.get("tokenizer_seconds") or (None,))[0] is not None for r in rows)
     lines += ["## Every metric (all / warm / cold test rows)", "",

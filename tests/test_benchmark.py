@@ -90,6 +90,7 @@ def fake_out(tmp_path):
         noise = np.where(np.arange(200) % 2 == 0, 0.05, -0.05)
         _fake_cell(tmp_path, "DAS", split, base + 0.05, cold + noise + 0.001 * (k - 1))
         _fake_cell(tmp_path, "BPR", split, base, cold * 0)  # warm equal to the reference, cold all zero
+        _fake_cell(tmp_path, "DAS-no-u2i", split, base, cold + noise + 0.001 * (k - 1))  # DAS without its +0.05
     return tmp_path
 
 
@@ -118,6 +119,14 @@ def test_tables_give_intervals_and_paired_verdicts(fake_out):
               ["test_result_warm"]["recall@10"] for s in SPLITS]
     half = 4.302652729911275 * np.std(values, ddof=1) / np.sqrt(3)
     assert f"{np.mean(values):.4f} ± {half:.4f}" in _row(md, warm, "RQVAE")
+
+
+def test_variants_are_paired_with_their_base_model(fake_out):
+    md = leaderboard.write_tables(fake_out, "fake", ["RQVAE", "DAS", "DAS-no-u2i"]).read_text()
+    row = _row(md, "## Variants against their base model", "DAS-no-u2i")
+    assert row.startswith("| DAS-no-u2i | DAS | 3 | -0.0500 [-0.0500, -0.0500] |")
+    warm, cold = row.split(" | worse | ", 1)  # warm: every user lost 0.05
+    assert cold == "+0.0000 [+0.0000, +0.0000] | 1.000 | 1.000 | no detectable difference |"  # cold: identical
 
 
 def test_explicit_reference(fake_out):

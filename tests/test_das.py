@@ -179,6 +179,23 @@ def test_warm_starts_run_before_joint_epochs_and_are_logged(tiny_root):
     assert output.summary["recon_item_normalized"] > 0
 
 
+def test_two_stage_ablation_freezes_the_quantizers(tiny_root):
+    """das_one_stage: False: the joint stage trains ICDM / MDAM only, so no joint epoch changes a code; the
+    one-stage default moves them."""
+    settings = dict(das_rqvae_pretrain_epochs=2, das_icdm_pretrain_epochs=1, das_joint_epochs=3, das_stopping_step=5,
+                    sid_last_level="greedy", dead_code_threshold=0)
+    churn = {}
+    for one_stage in (False, True):
+        model, _, train, valid, _ = build(tiny_root, das_one_stage=one_stage, **settings)
+        output = _fit(model, train, valid)
+        joint = [r for r in output.history if r["stage"] == "joint" and r["epoch"] > 0]
+        assert len(joint) == 3
+        churn[one_stage] = [r["churn_any"] + r["user_churn_any"] for r in joint]
+        frozen = [p.requires_grad for p in model.tokenizer.uism.parameters()]
+        assert (not any(frozen)) if not one_stage else all(frozen)
+    assert all(c == 0 for c in churn[False]) and any(c > 0 for c in churn[True])
+
+
 def test_stopping_rule_keeps_the_best_epoch(tiny_root, monkeypatch):
     model, _, train, valid, _ = build(tiny_root, das_joint_epochs=10, das_stopping_step=2, sid_last_level="greedy")
     tok = model.tokenizer

@@ -61,9 +61,13 @@ class _WarmItems:
         return self.warm_items[np.random.randint(0, len(self.warm_items), sample_num)]
 
     def _get_candidates_list(self):
-        """Popularity counts from the training rows only (RecBole counts the valid and test rows as well)."""
-        train = self.datasets[self.phases.index("train")]
-        return list(train.inter_feat[self.iid_field].numpy())
+        """Popularity counts from the training rows only (RecBole counts the valid and test rows as well); a
+        sampler without phases (``RepeatableSampler``) keeps its own counts, restricted to the warm items."""
+        if hasattr(self, "datasets") and "train" in getattr(self, "phases", ()):
+            train = self.datasets[self.phases.index("train")]
+            return list(train.inter_feat[self.iid_field].numpy())
+        warm = set(self.warm_items.tolist())
+        return [i for i in super()._get_candidates_list() if i in warm]
 
 
 def warm_sampler(sampler, warm_items):
