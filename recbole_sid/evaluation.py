@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from logging import getLogger
 
+import numpy as np
 import torch
 
 from recbole_sid.data.cold import cold_item_mask
@@ -68,13 +69,59 @@ def warm_cold_loaders(config, dataset, test_data, train_data=None) -> dict:
             return {}
     items = test_data._dataset.inter_feat[test_data._dataset.iid_field]
     is_cold = mask[items]
+    buckets = [("warm", ~is_cold), ("cold", is_cold)]
+    if train_data is not None and is_value_eval(config):
+        clicks = training_clicks(config, train_data, dataset.item_num)
+        limit = long_tail_max_clicks(config)
+        buckets.insert(1, ("longtail", (clicks[items] >= 1) & (clicks[items] <= limit) & ~is_cold))
     loaders = {}
-    for name, keep in (("warm", ~is_cold), ("cold", is_cold)):
+    for name, keep in buckets:
         if bool(keep.any()):
             loaders[name] = subset_loader(test_data, keep)
         else:
             getLogger().warning(f"no {name} items among the test rows: no test_result_{name}")
     return loaders
+
+
+def is_value_eval(config) -> bool:
+    """A CTR run (AUC / LogLoss on labeled rows) rather than a ranking one."""
+    from recbole.utils import EvaluatorType
+
+    return config["eval_type"] == EvaluatorType.VALUE
+
+
+def long_tail_max_clicks(config) -> int:
+    """``long_tail_max_clicks``: an item with 1 to this many training clicks is in the long-tail bucket."""
+    from recbole_sid.config_values import cfg_int
+
+    return cfg_int(config, "long_tail_max_clicks", 5, minimum=1)
+
+
+def training_clicks(config, train_data, n_items: int) -> torch.Tensor:
+    """Training clicks per item: rows with label > 0.5 of a labeled (CTR) split, every row otherwise."""
+    train = train_data._dataset if hasattr(train_data, "_dataset") else train_data
+    items = torch.as_tensor(train.inter_feat[train.iid_field])
+    label = config["LABEL_FIELD"]
+    if label and label in train.inter_feat:
+        items = items[torch.as_tensor(train.inter_feat[label]) > 0.5]
+    return torch.bincount(items, minlength=n_items)
+
+
+def gauc(scores, labels, users) -> tuple[float | None, int]:
+    """Group AUC: each user's AUC (ties count half) weighted by the user's number of rows, over the users that have
+    both a positive (label > 0.5) and a negative row. Returns ``(gauc, users counted)``; None when no user counts."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"u": np.asarray(users), "s": np.asarray(scores, dtype=np.float64),
+                          "y": np.asarray(labels, dtype=np.float64) > 0.5})
+    frame["rank_pos"] = frame.groupby("u")["s"].rank(method="average") * frame["y"]
+    groups = frame.groupby("u").agg(n=("y", "size"), pos=("y", "sum"), rank_pos=("rank_pos", "sum"))
+    groups = groups[(groups["pos"] > 0) & (groups["pos"] < groups["n"])]
+    if groups.empty:
+        return None, 0
+    neg = groups["n"] - groups["pos"]
+    auc = (groups["rank_pos"] - groups["pos"] * (groups["pos"] + 1) / 2) / (groups["pos"] * neg)
+    return float((auc * groups["n"]).sum() / groups["n"].sum()), int(len(groups))
 
 
 VALID_ROWS = ("all", "warm", "cold")
@@ -140,6 +187,20 @@ class PerUserCapture:
     def __exit__(self, *exc):
         self.trainer.evaluator.evaluate = self._original
 
+    def take_gauc(self, loader) -> tuple[float | None, int] | None:
+        """GAUC (:func:`gauc`) of the last evaluation when it was a CTR (value) one, with the users counted; rows
+        come in the loader's order (evaluation loaders do not shuffle)."""
+        if not self.structs or "rec.score" not in self.structs[-1] or "data.label" not in self.structs[-1]:
+            return None
+        struct = self.structs.pop()
+        dataset = loader._dataset
+        users = np.asarray(dataset.inter_feat[dataset.uid_field])
+        scores = struct.get("rec.score").reshape(-1).numpy()
+        labels = struct.get("data.label").reshape(-1).numpy()
+        if len(users) != len(scores):
+            return None
+        return gauc(scores, labels, users)
+
     def take(self, loader) -> dict | None:
         """Per-user values of the last evaluation (of ``loader``); None when it was not a full-sort ranking."""
         if not self.structs or "rec.topk" not in self.structs[-1] or not hasattr(loader, "uid_list"):
@@ -162,6 +223,12 @@ class PerUserCapture:
         return {"users": users.tolist(), f"recall@{self.k}": recall.tolist(), f"ndcg@{self.k}": ndcg.tolist()}
 
 
+def add_gauc(result, measured) -> None:
+    """Put a measured GAUC into RecBole's result dict (``gauc``, rounded like RecBole's metrics)."""
+    if result is not None and measured is not None and measured[0] is not None:
+        result["gauc"] = round(measured[0], 4)
+
+
 def evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=False, train_data=None,
                        capture: PerUserCapture | None = None) -> dict:
     """``{"test_result_warm": ..., "test_result_cold": ...}`` with the trainer's current (best) model; with a
@@ -171,6 +238,7 @@ def evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=False,
         results[f"test_result_{name}"] = trainer.evaluate(loader, load_best_model=False, show_progress=show_progress)
         results[f"test_rows_{name}"] = len(loader._dataset.inter_feat)
         if capture is not None:
+            add_gauc(results[f"test_result_{name}"], capture.take_gauc(loader))
             values = capture.take(loader)
             if values is not None:
                 per_user[name] = values

@@ -35,7 +35,10 @@ CTR_BASELINES = ["LR", "FM", "DeepFM", "DCN", "WideDeep"]
 #: "DeepFM + SID" labels (``<CTR model>+SID-<tokenizer>``, see ``sid_feature_source``) are CTR plugin rows
 CTR_PLUGIN = ["COINS", "DeepFM+SID-RQKMeans", "DeepFM+SID-DAS"]
 TOPK_METRICS = ["recall@10", "ndcg@10"]
-CTR_METRICS = ["auc", "logloss"]
+CTR_METRICS = ["auc", "gauc", "logloss"]
+#: test-row buckets of each task: all, warm (items with training rows), long tail (CTR: 1 to
+#: ``long_tail_max_clicks`` training clicks, a subset of warm), cold (held-out items)
+PARTS = {"topk": ("", "_warm", "_cold"), "ctr": ("", "_warm", "_longtail", "_cold")}
 SEED_BASE = 2020
 
 
@@ -594,7 +597,7 @@ def collect(out: Path, dataset: str, models) -> list[dict]:
                "errors": "; ".join(sorted({c["error"] for c in cells if c.get("status") == "error"}))}
         metrics = CTR_METRICS if row["task"] == "ctr" else TOPK_METRICS
         row["_cells"] = {"files": {_cell_key(c): c["_path"] for c in ok if "_path" in c}}
-        for part in ("", "_warm", "_cold"):
+        for part in PARTS[row["task"]]:
             for metric in metrics:
                 key = f"{metric}{part}"
                 values = [c.get(f"test_result{part}", {}).get(metric) for c in ok]
@@ -811,7 +814,7 @@ def write_tables(out: Path, dataset: str, models, reference: str | None = None) 
         lines += _topk_tables(topk_rows, reference)
     ctr_rows = [r for r in rows if r["task"] == "ctr"]
     if ctr_rows:
-        cols = [f"{m}{p}" for p in ("", "_warm", "_cold") for m in CTR_METRICS]
+        cols = [f"{m}{p}" for p in PARTS["ctr"] for m in CTR_METRICS]
         lines += ["## CTR", "", "| model | seeds | " + " | ".join(c.replace("_", " ") for c in cols) +
                   " | s/epoch | peak MB |", "|---|---:|" + "---:|" * (len(cols) + 2)]
         for r in ctr_rows:

@@ -12,12 +12,12 @@ import math
 from pathlib import Path
 
 from recbole_sid.atomic_io import atomic_write
-from recbole_sid.leaderboard import CTR_METRICS, TOPK_METRICS, _mean_std, collect, read_cells
+from recbole_sid.leaderboard import CTR_METRICS, PARTS, TOPK_METRICS, _mean_std, collect, read_cells
 
 #: bars of ``metrics_topk.png``: keys of :func:`collect`'s rows, one bar per key in each model's group
 TOPK_BARS = [f"{m}{part}" for part in ("_warm", "_cold") for m in TOPK_METRICS]
 #: subplots of ``metrics_ctr.png``: one per CTR metric, bars for all / warm / cold test users
-CTR_BARS = {m: [m, f"{m}_warm", f"{m}_cold"] for m in CTR_METRICS}
+CTR_BARS = {m: [f"{m}{part}" for part in PARTS["ctr"]] for m in CTR_METRICS}
 CURVES = ("train_loss", "valid_score")
 TASK_TITLES = {"topk": "top-k", "ctr": "CTR"}
 

@@ -26,7 +26,7 @@ from recbole_sid.compat import recbole_pandas_warnings_silenced
 from recbole_sid.config import Config
 from recbole_sid.data.text import ATOMIC_TYPES, read_atomic_header
 from recbole_sid.data.negatives import apply_warm_negatives
-from recbole_sid.evaluation import PerUserCapture, evaluate_warm_cold, select_valid_rows
+from recbole_sid.evaluation import PerUserCapture, add_gauc, evaluate_warm_cold, select_valid_rows
 from recbole_sid.exceptions import ConfigError, DataError, DatasetNotFoundError
 from recbole_sid.runs import name_run
 from recbole_sid.utils import get_model, get_trainer
@@ -208,6 +208,7 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     train_seconds = time.perf_counter() - fit_start
     with PerUserCapture(trainer) as capture:
         test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+        add_gauc(test_result, capture.take_gauc(test_data))
         per_user_all = capture.take(test_data)
         breakdown = evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=config["show_progress"],
                                        train_data=train_data, capture=capture)

@@ -69,7 +69,7 @@ def ctr_root(tmp_path_factory):
 
 
 def _predictions(model, loader):
-    preds, labels, items = [], [], []
+    preds, labels, items, users = [], [], [], []
     model.eval()
     with torch.no_grad():
         for batch in loader:
@@ -77,7 +77,20 @@ def _predictions(model, loader):
             preds.append(model.predict(interaction))
             labels.append(interaction["label"])
             items.append(interaction["item_id"])
-    return torch.cat(preds).numpy().astype(np.float64), torch.cat(labels).numpy(), torch.cat(items).numpy()
+            users.append(interaction["user_id"])
+    return (torch.cat(preds).numpy().astype(np.float64), torch.cat(labels).numpy(), torch.cat(items).numpy(),
+            torch.cat(users).numpy())
+
+
+def _gauc(y, p, users):
+    """Per-user sklearn AUC weighted by the user's rows, over users with both labels (by hand); None without one."""
+    total = weight = 0.0
+    for user in np.unique(users):
+        rows = users == user
+        if 0 < y[rows].sum() < rows.sum():
+            total += roc_auc_score(y[rows], p[rows]) * rows.sum()
+            weight += rows.sum()
+    return total / weight if weight else None
 
 
 def _close(recbole_value, exact, places):
@@ -89,19 +102,33 @@ def _close(recbole_value, exact, places):
 def test_ctr_breakdown_matches_sklearn(model_name, ctr_root, in_tmp):
     result = run_recbole(model=model_name, dataset="ctr", config_dict=ctr_config(ctr_root, checkpoint_dir=str(in_tmp)),
                          cmd_args=[], saved=True)
-    for key in ("test_result", "test_result_warm", "test_result_cold"):
-        assert set(result[key]) == {"auc", "logloss"}, key
-    config, model, dataset, _, _, test_data = load_data_and_model(result["model_file"])
-    preds, labels, items = _predictions(model, test_data)
+    for key in ("test_result", "test_result_warm", "test_result_longtail", "test_result_cold"):
+        assert {"auc", "logloss"} <= set(result[key]) <= {"auc", "gauc", "logloss"}, key
+    config, model, dataset, train_data, _, test_data = load_data_and_model(result["model_file"])
+    preds, labels, items, users = _predictions(model, test_data)
     cold_ids = {dataset.field2token_id["item_id"][i] for i in read_cold_items(ctr_root / "ctr" / "ctr.cold_items")}
     is_cold = np.isin(items, list(cold_ids))
     assert is_cold.any() and (~is_cold).any()
     assert result["test_rows_cold"] == int(is_cold.sum()) and result["test_rows_warm"] == int((~is_cold).sum())
+    # long tail: items with 1..long_tail_max_clicks label-1 training rows
+    train = train_data._dataset.inter_feat
+    clicks = np.bincount(train["item_id"].numpy()[train["label"].numpy() > 0.5], minlength=dataset.item_num)
+    limit = config["long_tail_max_clicks"]
+    is_tail = (clicks[items] >= 1) & (clicks[items] <= limit) & ~is_cold
+    assert is_tail.any() and (~is_tail & ~is_cold).any(), "the fixture must have long-tail and head items"
+    assert result["test_rows_longtail"] == int(is_tail.sum())
     places = config["metric_decimal_place"]
-    for key, rows in (("test_result", slice(None)), ("test_result_warm", ~is_cold), ("test_result_cold", is_cold)):
+    assert "gauc" in result["test_result"]
+    for key, rows in (("test_result", slice(None)), ("test_result_warm", ~is_cold),
+                      ("test_result_longtail", is_tail), ("test_result_cold", is_cold)):
         y, p = labels[rows], preds[rows]
         assert 0 < y.sum() < len(y), f"{key}: the fixture must give both labels"
         _close(result[key]["auc"], roc_auc_score(y, p), places)
+        expected = _gauc(y, p, users[rows])
+        if expected is None:  # no user with both labels among these rows (one warm test row per user here)
+            assert "gauc" not in result[key], key
+        else:
+            _close(result[key]["gauc"], expected, places)
         _close(result[key]["logloss"], log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1]), places)
 
 
@@ -121,3 +148,16 @@ def test_labeled_loaders_split_rows_and_keep_labels(ctr_root):
     key = lambda f: sorted(zip(f["user_id"].tolist(), f["item_id"].tolist(), f["label"].tolist()))  # noqa: E731
     assert key(whole) == sorted(key(parts["cold"]) + key(parts["warm"]))
     assert type(loaders["cold"]) is type(test)
+
+
+def test_gauc_by_hand():
+    from recbole_sid.evaluation import gauc
+
+    # user a: AUC 1 (2 rows); b: AUC 0 (3 rows); c: positives only (left out); d: a tie, AUC 0.5 (2 rows)
+    users = ["a", "a", "b", "b", "b", "c", "c", "d", "d"]
+    scores = [0.9, 0.1, 0.2, 0.8, 0.5, 0.3, 0.4, 0.5, 0.5]
+    labels = [1, 0, 1, 0, 0, 1, 1, 1, 0]
+    value, counted = gauc(scores, labels, users)
+    assert counted == 3
+    assert value == pytest.approx((1.0 * 2 + 0.0 * 3 + 0.5 * 2) / 7)
+    assert gauc([0.1, 0.2], [1, 1], ["a", "a"]) == (None, 0)
