@@ -55,7 +55,7 @@ def ctr_config(root, **extra) -> dict:
         "show_progress": False, "epochs": 3, "train_batch_size": 64, "eval_batch_size": 4096,
         "embedding_size": 8, "mlp_hidden_size": [16], "gate_hidden_size": [8], "semantic_dim": 16,
         "coins_codebook_size": 4, "coins_opq_subspaces": 4, "coins_opq_nbits": 2, "coins_kmeans_iters": 5,
-        "coins_opq_iters": 5,
+        "coins_opq_iters": 5, "cf_embedding_size": 16, "adapter_hidden_dims": [16], "cf_epochs": 3, "adapter_epochs": 3,
     }
     config.update(extra)
     return config

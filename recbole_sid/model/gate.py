@@ -6,7 +6,7 @@ Names follow the paper:
   one vector (the paper names "concatenation followed by a linear layer, or simple averaging"; both are here).
 * :class:`AdaptiveGate` - ``Tg = sigmoid(DNN(C, Up, X))``: one scalar in (0, 1) per row from the context,
   the user profile and the item features (COINS feeds the item's training popularity in ``X``).
-* :func:`transfer_loss` - ``L_trans = Tg * D(sg(Iemb_id) -> Iemb_RQ) + (1 - Tg) * D(sg(Iemb_RQ) -> Iemb_id)``:
+* :func:`transfer_loss` - ``L_trans = Tg * KL(sg(Iemb_id), Iemb_RQ) + (1 - Tg) * KL(Iemb_id, sg(Iemb_RQ))``:
   the first term pulls the RQ embedding toward the stop-gradient ID embedding (collaborative knowledge flows
   into the shared semantic codes), the second pulls the ID embedding toward the stop-gradient RQ embedding
   (semantic knowledge flows into sparse IDs), each weighted by the gate.
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from recbole.model.layers import MLPLayers
 
 FUSION_MODES = ("concat", "mean", "sum")
-TRANSFER_DISTANCES = ("kl", "mse")
+TRANSFER_DISTANCES = ("kl", "cosine", "mse")
 
 
 class RQFusion(nn.Module):
@@ -73,27 +73,42 @@ class AdaptiveGate(nn.Module):
         return torch.sigmoid(self.out(self.mlp(x)))
 
 
-def pull(moving: torch.Tensor, target: torch.Tensor, distance: str = "kl", temperature: float = 1.0) -> torch.Tensor:
-    """Per-row distance that moves ``moving`` toward ``target``; ``target`` is detached (stop-gradient).
+def pull(moving: torch.Tensor, target: torch.Tensor, distance: str = "kl", temperature: float = 1.0,
+         moving_first: bool = False, normalize: bool = True) -> torch.Tensor:
+    """Per-row distance that moves ``moving`` toward ``target``; ``target`` is detached (stop-gradient). ``[B]``.
 
-    ``kl``: ``KL(softmax(sg(target) / t) || softmax(moving / t))`` over the embedding dimensions (the paper's KL
-    between the two embeddings read as distributions); ``mse``: mean squared difference. Returns ``[B]``.
+    With ``normalize`` both vectors are L2-normalised first, so the distance does not depend on the embeddings'
+    scale (xavier-initialised 10-d embeddings have entries near 0.05: their softmax is nearly uniform and a KL
+    between them is about 1e-3, which is why the transfer loss did nothing before).
+
+    ``kl``: the paper's KL between the two embeddings read as distributions over dimensions (softmax of the vector
+    / ``temperature``). Argument order as the paper writes each term: ``KL(sg(target) || moving)`` by default,
+    ``KL(moving || sg(target))`` with ``moving_first`` (COINS's reverse term ``KL(Iemb_id, sg(Iemb_RQ))``).
+    ``cosine``: ``1 - cos(moving, sg(target))``. ``mse``: mean squared difference.
     """
     target = target.detach()
+    if normalize:
+        moving, target = F.normalize(moving, dim=-1), F.normalize(target, dim=-1)
     if distance == "kl":
-        log_p = F.log_softmax(target / temperature, dim=-1)
-        log_q = F.log_softmax(moving / temperature, dim=-1)
-        return (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+        log_t = F.log_softmax(target / temperature, dim=-1)
+        log_m = F.log_softmax(moving / temperature, dim=-1)
+        if moving_first:
+            return (log_m.exp() * (log_m - log_t)).sum(dim=-1)
+        return (log_t.exp() * (log_t - log_m)).sum(dim=-1)
+    if distance == "cosine":
+        return 1.0 - F.cosine_similarity(moving, target, dim=-1)
     if distance == "mse":
         return (moving - target).pow(2).mean(dim=-1)
     raise ValueError(f"transfer distance must be one of {TRANSFER_DISTANCES}, got {distance!r}")
 
 
 def transfer_loss(id_emb: torch.Tensor, rq_emb: torch.Tensor, gate: torch.Tensor, mask: torch.Tensor | None = None,
-                  distance: str = "kl", temperature: float = 1.0, return_terms: bool = False):
+                  distance: str = "kl", temperature: float = 1.0, return_terms: bool = False,
+                  normalize: bool = True):
     """COINS knowledge-transfer loss, averaged over the rows where ``mask`` is True (all rows without a mask).
 
-    ``L = mean_rows[ Tg * pull(RQ -> sg(ID)) + (1 - Tg) * pull(ID -> sg(RQ)) ]``
+    ``L = mean_rows[ Tg * KL(sg(Iemb_id), Iemb_RQ) + (1 - Tg) * KL(Iemb_id, sg(Iemb_RQ)) ]`` (the paper's terms and
+    argument order; ``distance`` may replace KL by ``cosine`` or ``mse``, see :func:`pull`):
 
     * forward term ("warm pull"): gradient reaches ``rq_emb`` only;
     * reverse term: gradient reaches ``id_emb`` only;
@@ -107,8 +122,8 @@ def transfer_loss(id_emb: torch.Tensor, rq_emb: torch.Tensor, gate: torch.Tensor
     if g.shape[0] != id_emb.shape[0] or id_emb.shape != rq_emb.shape:
         raise ValueError(f"transfer_loss: shapes differ: id {tuple(id_emb.shape)}, rq {tuple(rq_emb.shape)}, "
                          f"gate {tuple(gate.shape)}")
-    forward = g * pull(rq_emb, id_emb, distance, temperature)
-    reverse = (1.0 - g) * pull(id_emb, rq_emb, distance, temperature)
+    forward = g * pull(rq_emb, id_emb, distance, temperature, moving_first=False, normalize=normalize)
+    reverse = (1.0 - g) * pull(id_emb, rq_emb, distance, temperature, moving_first=True, normalize=normalize)
     if mask is None:
         weight = torch.ones_like(g)
     else:

@@ -138,6 +138,9 @@ def _check_opq_params(dim: int, n: int, num_subspaces, nbits) -> None:
             f"(each sub-vector gets D/M dimensions); divisors of {dim}: {divisors}")
     if isinstance(nbits, bool) or not isinstance(nbits, (int, np.integer)) or not 1 <= nbits <= 16:
         raise QuantizationError(f"OPQ: nbits must be an integer in [1, 16], got {nbits!r}")
+    if n < dim:  # faiss' OPQMatrix.train corrupts memory (abort / segfault) with fewer vectors than dimensions
+        raise QuantizationError(f"OPQ: only {n} vectors of dimension {dim}; training the rotation needs at least as "
+                                f"many vectors as dimensions (quantize lower-dimensional vectors or more items)")
     if n < 2 ** nbits:
         suggestion = max(1, int(np.floor(np.log2(n)))) if n >= 2 else None
         raise QuantizationError(

@@ -16,7 +16,8 @@ Pipeline, per row (user u, item i, context C):
    (never trained) is replaced by ``cold_id_embedding`` (zeros by default) and, with ``cold_gate: mask``, its
    gate is 0: it is represented by its semantic IDs only.
 5. ``[fields except item_id ; Iemb_c ; Iemb_OPQ]`` -> DNN -> logit; ``L = BCE + transfer_weight * L_trans``
-   (:func:`recbole_sid.model.gate.transfer_loss`).
+   (:func:`recbole_sid.model.gate.transfer_loss`, the paper's KL terms in the paper's argument order, on
+   L2-normalised vectors with a temperature so that the distributions are not uniform; each term logged).
 """
 from __future__ import annotations
 
@@ -39,6 +40,10 @@ from recbole_sid.quantization import opq_encode, rq_opq_encode
 
 COLD_GATE_MODES = ("mask", "learn")
 COLD_ID_MODES = ("zero", "unknown")
+#: what the RQ-OPQ codes quantize (without ``coins_sid_file``): ``aligned`` = content + collaborative (the item
+#: text embedding mapped onto BPR-MF item embeddings of the training clicks by a contrastive adapter, QARM's
+#: alignment; cold items get their vector from their text alone), ``content`` = the text embedding only
+CODE_SOURCES = ("aligned", "content")
 
 
 def mean_codebooks(x: np.ndarray, codes: np.ndarray) -> tuple[list, np.ndarray]:
@@ -107,6 +112,7 @@ class COINS(ContextRecommender):
         self.opq_iters = cfg_int(config, "coins_opq_iters", 25, minimum=1)
         self.use_gpu = cfg(config, "faiss_use_gpu", "auto")
         self.sid_file = cfg(config, "coins_sid_file", None)
+        self.code_source = cfg_choice(config, "coins_code_source", CODE_SOURCES, "aligned")
         rq_fusion = cfg_choice(config, "rq_fusion", FUSION_MODES, "concat")
         opq_fusion = cfg_choice(config, "opq_fusion", FUSION_MODES, "concat")
         self.cold_gate = cfg_choice(config, "cold_gate", COLD_GATE_MODES, "mask")
@@ -114,7 +120,8 @@ class COINS(ContextRecommender):
         self.cold_simulation_prob = cfg_float(config, "cold_simulation_prob", 0.1, 0.0, 1.0)
         self.transfer_weight = cfg_float(config, "transfer_weight", 0.1, 0.0)
         self.transfer_distance = cfg_choice(config, "transfer_distance", TRANSFER_DISTANCES, "kl")
-        self.transfer_temperature = cfg_float(config, "transfer_temperature", 1.0, 1e-6)
+        self.transfer_temperature = cfg_float(config, "transfer_temperature", 0.1, 1e-6)
+        self.transfer_normalize = bool(cfg(config, "transfer_normalize", True))
         gate_hidden = list(cfg(config, "gate_hidden_size", [64]) or [])
         self.use_fm = bool(cfg(config, "coins_fm", False))
 
@@ -189,16 +196,57 @@ class COINS(ContextRecommender):
             opq_codes = opq.codes
             source = f"the first {self.rq_levels} levels of {path} (OPQ on the residual w.r.t. per-code means)"
         else:
+            if self.code_source == "aligned":
+                x = self._aligned_vectors(config, dataset)
             result = rq_opq_encode(x, num_levels=self.rq_levels, codebook_size=self.codebook_size,
                                    opq_subspaces=self.opq_subspaces, opq_nbits=self.opq_nbits, seed=self.seed,
                                    niter=self.kmeans_iters, opq_niter=self.opq_iters, use_gpu=self.use_gpu)
             rq_codes, opq_codes = result.rq_codes, result.opq_codes
-            source = f"RQ-OPQ ({self.rq_levels} x {self.codebook_size} residual k-means, seed {self.seed})"
+            source = (f"RQ-OPQ ({self.rq_levels} x {self.codebook_size} residual k-means, seed {self.seed}) of the "
+                      f"{'content + collaborative (aligned)' if self.code_source == 'aligned' else 'content'} "
+                      f"vectors")
         used = [len(np.unique(rq_codes[:, level])) for level in range(rq_codes.shape[1])]
         unique = len(np.unique(np.concatenate([rq_codes, opq_codes], axis=1), axis=0))
         logger.info(f"COINS: item codes from {source}; RQ codes used per level {used}; OPQ {self.opq_subspaces} x "
                     f"{2 ** self.opq_nbits}; {unique} distinct RQ+OPQ codes for {x.shape[0]} items")
         return rq_codes, opq_codes
+
+    def _aligned_vectors(self, config, dataset) -> np.ndarray:
+        """Content + collaborative item vectors ``[item_num - 1, cf_embedding_size]`` (L2-normalised): BPR-MF item
+        embeddings of the training clicks (label-1 rows; negatives from items with training rows when
+        ``warm_negatives`` is on), then a contrastive adapter from each item's semantic embedding onto them, trained
+        on the clicked items and applied to every item (QARM's alignment, ``recbole_sid.tokenizers.stages``)."""
+        from recbole_sid.data.negatives import warm_item_pool, warm_negatives_enabled
+        from recbole_sid.quantization.rqvae import mlp
+        from recbole_sid.tokenizers.stages import train_bpr_mf, train_contrastive_adapter
+
+        sem = item_semantic_embeddings(config, dataset).float()
+        inter = dataset.inter_feat
+        users = torch.as_tensor(np.asarray(inter[dataset.uid_field]), dtype=torch.long)
+        items = torch.as_tensor(np.asarray(inter[self.ITEM_ID]), dtype=torch.long)
+        if self.LABEL in inter:
+            clicked = torch.as_tensor(np.asarray(inter[self.LABEL])) > 0.5
+            users, items = users[clicked], items[clicked]
+        if len(items) == 0:
+            raise DataError("coins_code_source: aligned needs clicks (label-1 training rows); the training split has "
+                            "none. Use coins_code_source: content")
+        cf_dim = cfg_int(config, "cf_embedding_size", 64, minimum=1)
+        pool = warm_item_pool(items) if warm_negatives_enabled(config) else None
+        _, cf_item = train_bpr_mf(users, items, dataset.user_num, self.n_items, cf_dim,
+                                  epochs=cfg_int(config, "cf_epochs", 30, minimum=1),
+                                  lr=cfg_float(config, "cf_lr", 0.01, minimum=0.0), seed=self.seed,
+                                  negative_items=pool, stage="COINS codes: cf (BPR-MF)")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            adapter = mlp([sem.shape[1], *[int(h) for h in cfg(config, "adapter_hidden_dims", [128])], cf_dim])
+        train_contrastive_adapter(adapter, sem, cf_item, torch.unique(items),
+                                  epochs=cfg_int(config, "adapter_epochs", 50, minimum=1),
+                                  lr=cfg_float(config, "adapter_lr", 1e-3, minimum=0.0),
+                                  temperature=cfg_float(config, "align_temperature", 0.2, minimum=1e-6),
+                                  seed=self.seed, stage="COINS codes: align (adapter)")
+        adapter.eval()
+        with torch.no_grad():
+            return torch.nn.functional.normalize(adapter(sem[1:]), dim=-1).numpy().astype(np.float32)
 
     # --- layers --------------------------------------------------------------------------------------------
     def _init_weights(self, module):
@@ -253,13 +301,17 @@ class COINS(ContextRecommender):
         return self.forward_parts(interaction)["logit"]
 
     def calculate_loss(self, interaction):
+        """``(BCE, transfer_weight * forward term, transfer_weight * reverse term)``: RecBole's trainer sums the
+        tuple and logs each term per epoch (``train_loss1`` .. ``train_loss3``), so the transfer terms' share of the
+        click loss is visible in every run's log; BCE alone without a transfer weight."""
         parts = self.forward_parts(interaction)
         loss = self.loss(parts["logit"], interaction[self.LABEL])
-        if self.transfer_weight > 0:
-            trans = transfer_loss(parts["id_emb"], parts["rq_emb"], parts["gate"], mask=parts["known"] > 0,
-                                  distance=self.transfer_distance, temperature=self.transfer_temperature)
-            loss = loss + self.transfer_weight * trans
-        return loss
+        if self.transfer_weight <= 0:
+            return loss
+        _, forward, reverse = transfer_loss(parts["id_emb"], parts["rq_emb"], parts["gate"], mask=parts["known"] > 0,
+                                            distance=self.transfer_distance, temperature=self.transfer_temperature,
+                                            return_terms=True, normalize=self.transfer_normalize)
+        return loss, self.transfer_weight * forward, self.transfer_weight * reverse
 
     def predict(self, interaction):
         return torch.sigmoid(self.forward(interaction))
