@@ -158,7 +158,7 @@ def run_cell(spec: dict) -> dict:
 
     config_dict = dict(spec["config"])
     config_dict.update({"seed": spec["seed"], "checkpoint_dir": spec["run_dir"], "show_progress": False})
-    if spec.get("sid_field"):  # the SID column must be loaded: add it to the effective load_col
+    if spec.get("sid_fields"):  # the SID columns must be loaded: add them to the effective load_col
         from recbole_sid.quick_start import build_config
 
         config = build_config(spec["model"], spec["dataset"], spec.get("config_files") or None, config_dict, [])
@@ -166,7 +166,7 @@ def run_cell(spec: dict) -> dict:
         if load_col is not None:
             load_col = {k: list(v) for k, v in load_col.items()}
             load_col.setdefault("item", [config["ITEM_ID_FIELD"]])
-            load_col["item"] = [c for c in load_col["item"] if c != spec["sid_field"]] + [spec["sid_field"]]
+            load_col["item"] = [c for c in load_col["item"] if c not in spec["sid_fields"]] + spec["sid_fields"]
             config_dict["load_col"] = load_col
     start = time.perf_counter()
     result = run_recbole(model=spec["model"], dataset=spec["dataset"], config_dict=config_dict, cmd_args=[],
@@ -496,10 +496,10 @@ class Grid:
         from dataset_prep.attach_sids import attach_sids
 
         levels = (record.get("sid_quality") or {}).get("items", {}).get("num_levels")
-        attach_sids(dataset, spec["config"]["data_path"], sid_file, run_dir / "data", overwrite=True,
-                    log=lambda *a, **k: None, field=SID_FIELD, levels=levels)
+        summary = attach_sids(dataset, spec["config"]["data_path"], sid_file, run_dir / "data", overwrite=True,
+                              log=lambda *a, **k: None, field=SID_FIELD, levels=levels)
         spec["config"]["data_path"] = str(run_dir / "data")
-        spec["sid_field"] = SID_FIELD
+        spec["sid_fields"] = summary["fields"]
         spec["sid_source"] = {"model": tokenizer, "seed": seed, "itemsid": str(sid_file), "levels": levels}
 
 

@@ -50,18 +50,43 @@ def test_attach_writes_item_column_and_copies_files(src_root, sid_file, tmp_path
         assert (folder / f"ctrsid.{suffix}").read_bytes() == (src_root / "ctr" / f"ctr.{suffix}").read_bytes()
     old = (src_root / "ctr" / "ctr.item").read_text().splitlines()
     new = (folder / "ctrsid.item").read_text().splitlines()
-    assert new[0] == old[0] + "\tsid:token_seq" and len(new) == len(old)
+    # one token column per level (one field, one embedding per level in a CTR model)
+    assert new[0] == old[0] + "\tsid_1:token\tsid_2:token\tsid_3:token\tsid_4:token" and len(new) == len(old)
+    assert summary["fields"] == ["sid_1", "sid_2", "sid_3", "sid_4"]
     codes = sid_codes()
     for before, after in zip(old[1:], new[1:]):
         item = int(before.split("\t")[0][1:])
         c = codes[item]
-        assert after == before + f"\ta_{c[0]} b_{c[1]} c_{c[2]} d_{c[3]}"
+        assert after == before + f"\ta_{c[0]}\tb_{c[1]}\tc_{c[2]}\td_{c[3]}"
     ids, written = read_sids(folder / "ctrsid.itemsid")
     assert len(ids) == N_ITEMS + 1 and written.shape == (N_ITEMS + 1, 4)
 
 
-def test_output_loads_in_recbole_and_deepfm_trains(src_root, sid_file, tmp_path, in_tmp):
+def test_level_fields_load_in_recbole_and_deepfm_trains(src_root, sid_file, tmp_path, in_tmp):
     attach_sids("ctr", src_root, sid_file, tmp_path / "out", out_name="ctrsid", levels=3, **QUIET)
+    load_col = {"inter": ["user_id", "item_id", "rating", "timestamp"],
+                "item": ["item_id", "category", "sid_1", "sid_2", "sid_3"], "user": ["user_id", "age", "gender"]}
+    config_dict = ctr_config(tmp_path / "out", load_col=load_col)
+    config = Config("DeepFM", "ctrsid", config_dict=config_dict, cmd_args=[])
+    dataset = create_dataset(config)
+    item = dataset.field2token_id["item_id"]["i0"]
+    c = sid_codes()[0]
+    for level, prefix in enumerate("abc", start=1):
+        field = f"sid_{level}"
+        assert dataset.field2type[field] == FeatureType.TOKEN
+        token = dataset.field2id_token[field][int(dataset.get_item_feature()[field][item])]
+        assert token == f"{prefix}_{c[level - 1]}"
+
+    from recbole.model.context_aware_recommender import DeepFM
+
+    assert {"sid_1", "sid_2", "sid_3"} <= set(DeepFM(config, dataset).token_field_names)
+    result = run_recbole(model="DeepFM", dataset="ctrsid", config_dict=dict(config_dict, epochs=2), cmd_args=[],
+                         saved=False)
+    assert 0.0 <= result["test_result_cold"]["auc"] <= 1.0 and result["test_rows_cold"] > 0
+
+
+def test_bag_layout_loads_in_recbole_and_deepfm_trains(src_root, sid_file, tmp_path, in_tmp):
+    attach_sids("ctr", src_root, sid_file, tmp_path / "out", out_name="ctrsid", levels=3, layout="bag", **QUIET)
     load_col = {"inter": ["user_id", "item_id", "rating", "timestamp"], "item": ["item_id", "category", "sid"],
                 "user": ["user_id", "age", "gender"]}
     config_dict = ctr_config(tmp_path / "out", load_col=load_col)
@@ -103,7 +128,7 @@ def test_bad_inputs(src_root, sid_file, tmp_path):
     with pytest.raises(DataError, match="only 4 levels"):
         attach_sids("ctr", src_root, sid_file, tmp_path / "out", levels=5, **QUIET)
     with pytest.raises(DataError, match="already has a 'category' column"):
-        attach_sids("ctr", src_root, sid_file, tmp_path / "out", field="category", **QUIET)
+        attach_sids("ctr", src_root, sid_file, tmp_path / "out", field="category", layout="bag", **QUIET)
     attach_sids("ctr", src_root, sid_file, tmp_path / "out", **QUIET)
     with pytest.raises(DataError, match="already exists.*--overwrite"):
         attach_sids("ctr", src_root, sid_file, tmp_path / "out", **QUIET)
@@ -117,6 +142,9 @@ def test_dataset_without_item_file_gets_one(tmp_path, sid_file):
     attach_sids("bare", tmp_path / "src", sid_file, tmp_path / "out", levels=2, **QUIET)
     c = sid_codes()
     assert (tmp_path / "out" / "bare" / "bare.item").read_text().splitlines() == [
+        "item_id:token\tsid_1:token\tsid_2:token", f"i2\ta_{c[2][0]}\tb_{c[2][1]}", f"i0\ta_{c[0][0]}\tb_{c[0][1]}"]
+    attach_sids("bare", tmp_path / "src", sid_file, tmp_path / "bag", levels=2, layout="bag", **QUIET)
+    assert (tmp_path / "bag" / "bare" / "bare.item").read_text().splitlines() == [
         "item_id:token\tsid:token_seq", f"i2\ta_{c[2][0]} b_{c[2][1]}", f"i0\ta_{c[0][0]} b_{c[0][1]}"]
 
 

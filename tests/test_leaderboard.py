@@ -102,16 +102,16 @@ def test_ctr_grid_with_sid_feature_variant(tmp_path, monkeypatch):
     cell = json.loads((cells / "DeepFM+SID-RQKMeans-seed2020.json").read_text())
     assert cell["status"] == "ok" and cell["model_class"] == "DeepFM"
     assert cell["sid_source"]["model"] == "RQKMeans" and cell["sid_source"]["levels"] == 2
-    assert cell["config"]["load_col"]["item"][-1] == "sid" and cell["config"]["threshold"] == {"rating": 4}
+    assert cell["config"]["load_col"]["item"][-2:] == ["sid_1", "sid_2"] and cell["config"]["threshold"] == {"rating": 4}
     data = Path(cell["config"]["data_path"])
     assert data.parent.name == "DeepFM+SID-RQKMeans-seed2020"
     # the column holds the tokenizer's exported SIDs (its 2 scored levels, the dedup level dropped)
     ids, sids = read_sids(tokenizer["sid_files"]["itemsid"])
-    expected = {i: " ".join(sid_tokens(row[:2])) for i, row in zip(ids, sids)}
+    expected = {i: sid_tokens(row[:2]) for i, row in zip(ids, sids)}
     lines = (data / "ctr" / "ctr.item").read_text().splitlines()
     header = lines[0].split("\t")
-    assert header[-1] == "sid:token_seq"
-    got = {line.split("\t")[0]: line.split("\t")[-1] for line in lines[1:]}
+    assert header[-2:] == ["sid_1:token", "sid_2:token"]  # one field per level
+    got = {line.split("\t")[0]: line.split("\t")[-2:] for line in lines[1:]}
     assert got == expected
     rows = {r["model"]: r for r in csv.DictReader(open(out / "ctr" / "leaderboard.csv"))}
     md = (out / "ctr" / "leaderboard.md").read_text()
