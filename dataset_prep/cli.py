@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dataset_prep.negatives import add_parser as add_negatives
 
     add_negatives(sub)
+    from dataset_prep.history import add_parser as add_history
+
+    add_history(sub)
     return parser
 
 
@@ -132,7 +135,7 @@ def run(args) -> dict:
         return prepare_ml100k(args.out, cold_ratio=args.cold_ratio, valid_ratio=args.valid_ratio,
                               test_ratio=args.test_ratio, seed=args.seed, encoder=args.encoder,
                               model_path=args.model_path, dim=args.dim, overwrite=args.overwrite)
-    if args.command in ("attach-sids", "negatives"):
+    if args.command in ("attach-sids", "negatives", "history"):
         return args.run(args)
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts the choices
 

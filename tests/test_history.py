@@ -265,6 +265,7 @@ def test_missing_embeddings(tmp_path):
              r"h\.itememb: item embedding file not found.*--no-embedding.*dataset_prep embed", tmp_path / "out")
     summary = add_history("h", root, tmp_path / "out", embedding=False, **QUIET)
     assert summary["columns"] == ["hist_items:token_seq"] and "embedding" not in summary
+    assert summary["numerical_features_hint"] == []
     assert "hist_sim" not in _table(tmp_path / "out" / "h" / "h.train.inter").columns
 
 
@@ -318,3 +319,29 @@ def test_cli(root, tmp_path, sid_file):
     assert _table(tmp_path / "out" / "h" / "h.train.inter")["hist_items"][3] == U1_MAX4["i1"]
     done = subprocess.run(cmd[:-4] + ["--max-len", "0"], capture_output=True, text=True, env=cli_env(), timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "--max-len" in done.stderr
+
+
+def test_recbole_reads_the_columns(root, tmp_path, in_tmp):
+    import recbole_sid
+    from recbole.config import Config
+    from recbole.data import create_dataset
+    from recbole.utils import FeatureType
+
+    assert recbole_sid  # imported first: it installs the compatibility layer
+
+    summary = add_history("h", root, tmp_path / "out", max_len=4, **QUIET)
+    assert summary["numerical_features_hint"] == ["hist_sim"]
+    config = Config(model="DeepFM", dataset="h", config_dict={
+        "data_path": str(tmp_path / "out"), "benchmark_filename": ["train", "valid", "test"],
+        "load_col": {"inter": ["user_id", "item_id", "timestamp", "label", "hist_items", "hist_sim"]},
+        "numerical_features": ["hist_sim"], "eval_args": {"mode": "labeled", "order": "TO", "split": {"RS": [
+            0.8, 0.1, 0.1]}}, "show_progress": False})
+    dataset = create_dataset(config)
+    assert dataset.field2type["hist_items"] == FeatureType.TOKEN_SEQ and dataset.field2seqlen["hist_items"] == 4
+    assert dataset.field2type["hist_sim"] == FeatureType.FLOAT
+    inter = dataset.inter_feat
+    tokens = dataset.field2id_token["hist_items"]
+    first = [tokens[t] for t in inter["hist_items"][3].tolist() if t]  # u1 i1 (t=5), padding 0 dropped
+    assert first == U1_MAX4["i1"].split()
+    assert len(inter["hist_items"][8]) == 0  # u2 i6: empty history
+    assert float(inter["hist_sim"][3][0]) == pytest.approx(1 / math.sqrt(14), abs=1e-6)
