@@ -9,16 +9,31 @@ other ``NAME.<split>.inter``) are used when present. Writes ``DIR2/NAME2/``:
 
 * every interaction file with its lines unchanged plus these columns, in this order:
 
-  - ``hist_items:token_seq``: the row user's history, the item ids of their most recent ``--max-len`` TRAINING
-    positives (rows of ``NAME.train.inter`` with ``label > 0.5``), most recent last, separated by spaces (RecBole's
-    default ``seq_separator``). Order: ``timestamp`` (ties: file order); without a ``timestamp`` column, file order.
-    A positive repeated in training is repeated in the history. Every occurrence of the ROW'S OWN ITEM is left
-    out (before the ``--max-len`` cut), in every file: a training positive never sees itself, its negative rows
-    (same user and timestamp) are built the same way for their own item, and rows of valid/test (and
-    ``NAME.inter``) get the user's training history with their own item excluded too, for symmetry. So the
-    history of a row depends only on (user, item), whatever the file. It is not causal inside training: a training
-    row also sees the user's later training positives (the valid/test rows, which come after training in time,
-    see all of them). A user without training positives has an empty history: an empty field.
+  - ``hist_items:token_seq``: the row user's history, the item ids of their TRAINING positives (rows of
+    ``NAME.train.inter`` with ``label > 0.5``) that the row may see, most recent last, at most ``--max-len`` of
+    them, separated by spaces (RecBole's default ``seq_separator``). Which positives a row sees:
+
+    - a row of ``NAME.train.inter`` (positive or negative) at time ``t`` sees the user's training positives with
+      timestamp strictly before ``t``: positives at the same timestamp are excluded for every row of that time,
+      so two positives at one time do not see each other, and a positive and its sampled negatives (same user,
+      same timestamp, as ``negatives`` writes them) see the same positives. Without a ``timestamp`` column, time
+      is file order and a label-0 row takes the position of its anchor, the most recent label-1 row at or before
+      it in the file (any user's; as ``negatives`` writes them, its own positive): ``t`` = the number of label-1
+      rows at or before the row (0 for a label-0 row before any positive), a positive's time is its 1-based
+      ordinal among the label-1 rows, and the row sees the user's positives with ordinal < ``t``;
+    - a row of any other file (valid, test, ``NAME.inter``, other splits) sees ALL the user's training positives:
+      those files come after training in time (``NAME.inter``'s training rows included: the unsplit view is not
+      causal).
+
+    Then every occurrence of the ROW'S OWN ITEM is removed (for a training row this matters only for a repeat:
+    the user clicked the item before), and the last ``--max-len`` are kept. Order: ``timestamp`` (ties: file
+    order), without one file order. A positive repeated in training is repeated in the history. So a training
+    positive and its negative rows get the same history, except a repeat positive, whose earlier clicks of its
+    own item are left out of its own history only. The history of a row depends on (user, item, time) in
+    training and on (user, item) elsewhere. A row without a training positive to see has an empty history: an
+    empty field. Why causal in training: with the user's whole training history on every row, a training
+    positive lacked its own item while its negatives carried the complete positive set, a training-only tell
+    (with ``user_id``, "this complete history = negative") that test rows, which all see the complete set, lack.
   - ``hist_sids:token_seq`` (with ``--sids``): the SID tokens of the history items in history order, level-prefixed
     as in the SID file (``a_12 b_7 c_3 a_4 b_0 c_9 ...``); history items without a SID are skipped (counted in
     the summary).
@@ -115,29 +130,54 @@ def _read_embeddings(path: Path) -> tuple[list[str], np.ndarray]:
     return ids, vectors
 
 
-def _histories(pos_users, pos_items, q_users, q_items, n_users, n_items, max_len):
+def _groups(*columns):
+    """``(first, inverse)``: the row index of each distinct tuple of ``columns`` (sorted) and each row's group."""
+    order = np.lexsort(columns[::-1])
+    same = np.ones(max(len(order) - 1, 0), dtype=bool)
+    for col in columns:
+        same &= col[order][1:] == col[order][:-1]
+    new_group = np.concatenate([np.ones(min(len(order), 1), dtype=bool), ~same])
+    inverse = np.empty(len(order), dtype=np.int64)
+    inverse[order] = np.cumsum(new_group) - 1
+    return order[new_group], inverse
+
+
+def _histories(pos_users, pos_items, pos_times, q_users, q_items, q_cuts, n_users, max_len):
     """CSR-like histories: ``(ptr, flat, hist_of_query)``.
 
-    ``pos_users``/``pos_items``: training positives sorted by (user, time, file order). History ``u`` (for
-    ``u < n_users``) is user ``u``'s last ``max_len`` positives; every query whose item is not among its user's
-    positives uses it. A query whose item is among them gets its own history (the item's occurrences removed).
+    ``pos_users``/``pos_items``/``pos_times``: training positives sorted by (user, time, file order), times as
+    integer ranks. Query ``q`` sees its user's positives with time < ``q_cuts[q]`` (a cut above every time: all
+    of them), without its own item, the last ``max_len`` kept. A query whose item is not among the last
+    ``max_len`` seen positives shares the slice ``[lo, end)`` of the sorted positives (one history per distinct
+    slice); only the others get their own history, built in Python.
     """
+    n_pos = len(pos_items)
+    span = int(max(pos_times.max(initial=0), q_cuts.max(initial=0))) + 1
     starts = np.searchsorted(pos_users, np.arange(n_users + 1))
-    counts = np.diff(starts)
-    lengths = [np.minimum(counts, max_len)]
-    default_idx = np.concatenate([np.arange(max(a, b - max_len), b) for a, b in zip(starts[:-1], starts[1:])]
-                                 + [np.zeros(0, dtype=np.int64)])
-    pieces = [pos_items[default_idx]]
-    hist_of_query = q_users.astype(np.int64)
-    own = np.isin(q_users * n_items + q_items, pos_users * n_items + pos_items)
+    # window end: the user's positives before the cut end at the first (user, time) >= (q_user, q_cut)
+    end = np.searchsorted(pos_users * span + pos_times, q_users * span + q_cuts, side="left")
+    user_start = starts[q_users]
+    lo = np.maximum(user_start, end - max_len)
+    # own item in [lo, end)? Those positions all belong to the query's user: count (item, position) in range
+    by_item = np.sort(pos_items * (n_pos + 1) + np.arange(n_pos))
+    own = (np.searchsorted(by_item, q_items * (n_pos + 1) + end)
+           > np.searchsorted(by_item, q_items * (n_pos + 1) + lo))
+    shared = np.flatnonzero(~own)
+    first, slice_of = _groups(lo[shared], end[shared])
+    s_lo, s_end = lo[shared][first], end[shared][first]
+    s_len = s_end - s_lo
+    lengths = [s_len]
+    pieces = [pos_items[np.repeat(s_lo - np.cumsum(s_len) + s_len, s_len) + np.arange(s_len.sum())]]
+    hist_of_query = np.empty(len(q_users), dtype=np.int64)
+    hist_of_query[shared] = slice_of
     own_rows = np.flatnonzero(own)
     own_lengths = np.zeros(len(own_rows), dtype=np.int64)
-    for k, q in enumerate(own_rows):  # one history per (user, own training item)
-        seq = pos_items[starts[q_users[q]]:starts[q_users[q] + 1]]
+    for k, q in enumerate(own_rows):  # one history per (user, own item, cut) whose own item is in the window
+        seq = pos_items[user_start[q]:end[q]]
         hist = seq[seq != q_items[q]][-max_len:]
         pieces.append(hist)
         own_lengths[k] = len(hist)
-    hist_of_query[own_rows] = n_users + np.arange(len(own_rows))
+    hist_of_query[own_rows] = len(first) + np.arange(len(own_rows))
     lengths.append(own_lengths)
     ptr = np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64)
     flat = np.concatenate(pieces).astype(np.int64)
@@ -168,7 +208,14 @@ def add_history(dataset: str, data_path, out, out_name: str | None = None, max_l
     frames = {path: read_atomic_table(path)[0] for path in inter_files}
     train = frames[train_path]
     labels = _numbers(train_path, train, LABEL_FIELD)
-    times = _numbers(train_path, train, TIME_FIELD) if TIME_FIELD in train.columns else np.zeros(len(train))
+    positive_row = labels > 0.5
+    timed = TIME_FIELD in train.columns
+    # a training row's time: its timestamp; without one, the ordinal of its anchor (the last label-1 row at or
+    # before it in the file; 0 before any). Ranked: positives with rank < a row's rank are before it
+    times = _numbers(train_path, train, TIME_FIELD) if timed else np.cumsum(positive_row)
+    time_values, time_rank = np.unique(times, return_inverse=True)
+    time_rank = time_rank.reshape(-1).astype(np.int64)
+    after_training = len(time_values)  # the cut of every other file's rows: above every training time
 
     # codes: items and users sorted as strings over every interaction file
     item_ids, item_codes = np.unique(np.concatenate([f[ITEM_FIELD].to_numpy(dtype=str) for f in frames.values()]),
@@ -181,10 +228,11 @@ def add_history(dataset: str, data_path, out, out_name: str | None = None, max_l
     codes = {p: (user_codes[a:b], item_codes[a:b]) for p, (a, b) in spans.items()}
 
     # training positives, by user, then time, then file order
-    positive = np.flatnonzero(labels > 0.5)
+    positive = np.flatnonzero(positive_row)
     t_users, t_items = codes[train_path]
-    order = positive[np.lexsort((positive, times[positive], t_users[positive]))]
+    order = positive[np.lexsort((positive, time_rank[positive], t_users[positive]))]
     pos_users, pos_items = t_users[order].astype(np.int64), t_items[order].astype(np.int64)
+    pos_times = time_rank[order]
 
     cold_file = folder / f"{dataset}.cold_items"
     if cold_file.is_file():
@@ -194,11 +242,15 @@ def add_history(dataset: str, data_path, out, out_name: str | None = None, max_l
             raise DataError(f"{cold_file}: {len(bad)} listed cold items have label-1 rows in {train_path} (first: "
                             f"{bad[:10].tolist()}); a cold item must have no training row")
 
-    # one query per distinct (user, item) of every file; one history per query
-    all_keys = user_codes.astype(np.int64) * n_items + item_codes
-    q_keys, q_of_row = np.unique(all_keys, return_inverse=True)
-    q_users, q_items = q_keys // n_items, q_keys % n_items
-    ptr, flat, hist_of_query = _histories(pos_users, pos_items, q_users, q_items, n_users, n_items, max_len)
+    # one query per distinct (user, item, cut) of every file: training rows see the positives before their
+    # time, the rows of every other file all of them
+    cuts = np.full(len(user_codes), after_training, dtype=np.int64)
+    cuts[slice(*spans[train_path])] = time_rank
+    all_users, all_items = user_codes.astype(np.int64), item_codes.astype(np.int64)
+    first, q_of_row = _groups(all_users, all_items, cuts)
+    q_users, q_items, q_cuts = all_users[first], all_items[first], cuts[first]
+    ptr, flat, hist_of_query = _histories(pos_users, pos_items, pos_times, q_users, q_items, q_cuts, n_users,
+                                          max_len)
     n_hist = len(ptr) - 1
     hist_len = np.diff(ptr)
 
@@ -273,7 +325,12 @@ def add_history(dataset: str, data_path, out, out_name: str | None = None, max_l
         f"interaction files and copied {len(sides)} files to {target}")
     return {
         "folder": str(target), "max_len": max_len, "columns": added,
-        "history_source": f"label-1 rows of {train_path.name} only (own item excluded, most recent last)",
+        "history_source": (
+            f"label-1 rows of {train_path.name} only; a row of {train_path.name} sees the user's positives strictly "
+            + ("before its timestamp (same-timestamp positives excluded)" if timed else
+               "before its anchor in file order (the last label-1 row at or before it)")
+            + ", a row of any other file all of them; own item excluded, then the last max_len, most recent last"),
+        "training_time": TIME_FIELD if timed else "file order (anchor: last label-1 row at or before the row)",
         "training_positives": int(len(pos_items)), "users_with_history": int(len(np.unique(pos_users))),
         "interactions": stats, **summary_extra,
         "files": [str(p) for p in plan],
@@ -300,8 +357,10 @@ def _write_with_columns(path, header, frame, new, types) -> None:
 DESCRIPTION = (
     'Write OUT/OUT_NAME/ = DIR/NAME/ (a labeled dataset: label column, NAME.train.inter) with user-history columns '
     'in every interaction file: hist_items (token_seq: the most recent MAX_LEN label-1 training items of the user, '
-    "most recent last, the row's own item excluded), hist_sids (token_seq, with --sids: their SID tokens) and "
-    "hist_sim (float, unless --no-embedding: cosine of the row item's NAME.itememb vector and the history's mean). "
+    'for a training row only those strictly before its timestamp (without one: before its anchor, the last label-1 '
+    "row at or before it in the file), most recent last, the row's own item excluded), hist_sids (token_seq, "
+    "with --sids: their SID tokens) and hist_sim (float, unless --no-embedding: cosine of the row item's "
+    "NAME.itememb vector and the history's mean). "
     'Histories come from NAME.train.inter only. Other NAME.* files are copied. Load them with load_col (and '
     'numerical_features: [hist_sim], or RecBole ignores the float column).')
 
