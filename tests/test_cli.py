@@ -49,8 +49,8 @@ def test_ctr_baseline_deepfm_runs_end_to_end(in_tmp):
     out = run_cli(["-m", "DeepFM", "-d", "ml-100k", "--epochs=1", "--show_progress=False"], in_tmp)
     assert out.returncode == 0, out.stderr[-3000:]
     test = _metrics(out.stdout, "test result")
-    assert set(test) == {"auc", "logloss"}
-    assert 0.5 < test["auc"] < 1.0
+    assert set(test) == {"auc", "gauc", "logloss"}  # GAUC: recbole_sid.evaluation.gauc
+    assert 0.5 < test["auc"] < 1.0 and 0.0 < test["gauc"] < 1.0
     # RecBole's context-aware ml-100k quick-start config is applied (labels from rating >= 4).
     assert "threshold = {'rating': 4}" in out.stderr
 
