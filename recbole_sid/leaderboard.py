@@ -481,8 +481,9 @@ class Grid:
         """SID-feature cell: run (or reuse) the tokenizer's top-k cell of the same dataset and seed, then write a
         copy of the CTR data with its SIDs as a ``sid`` column under ``run_dir/data`` and point the cell at it."""
         dataset, seed = spec["dataset"], spec["seed"]
-        if model_task(tokenizer) != "topk":
-            raise DataError(f"{spec['label']}: {tokenizer} is not a top-k SID tokenizer")
+        if model_task(tokenizer) != "topk" and resolve_model(tokenizer)[0] != "COINS":
+            raise DataError(f"{spec['label']}: {tokenizer} is neither a top-k SID tokenizer nor COINS (the models "
+                            f"whose cells export item SIDs)")
         print(f"  {spec['label']}: SIDs from {tokenizer} seed {seed} on {dataset}", file=sys.stderr, flush=True)
         record = self.run(dataset, tokenizer, seed)
         if record.get("status") != "ok":

@@ -28,7 +28,7 @@ from recbole_sid.data.text import ATOMIC_TYPES, read_atomic_header
 from recbole_sid.data.negatives import apply_warm_negatives
 from recbole_sid.evaluation import PerUserCapture, add_gauc, evaluate_warm_cold, select_valid_rows
 from recbole_sid.exceptions import ConfigError, DataError, DatasetNotFoundError
-from recbole_sid.runs import name_run
+from recbole_sid.runs import name_run, run_folder
 from recbole_sid.utils import get_model, get_trainer
 
 
@@ -206,6 +206,9 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         callback_fn=lambda epoch, score: valid_curve.append((int(epoch), float(score))),
     )
     train_seconds = time.perf_counter() - fit_start
+    sid_files = None
+    if hasattr(model, "export_codes") and config["sid_export"] is not False:  # a CTR model with its own codes
+        sid_files = model.export_codes(run_folder(config, trainer.run_name))
     with PerUserCapture(trainer) as capture:
         test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
         add_gauc(test_result, capture.take_gauc(test_data))
@@ -239,6 +242,8 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     result["epoch_seconds"] = epoch_seconds
     result["curves"] = {"train_loss": {int(k): float(sum(v) if isinstance(v, tuple) else v) for k, v in losses.items()},
                         "valid_score": dict(valid_curve)}
+    if sid_files:
+        result["sid_files"] = sid_files
     extra = getattr(trainer, "extra_results", None)
     if extra:
         result.update(extra)

@@ -299,6 +299,16 @@ def test_coins_end_to_end_on_cold_split(ctr_root, in_tmp):
     for key in ("test_result", "test_result_warm", "test_result_cold"):
         assert 0.0 <= result[key]["auc"] <= 1.0 and result[key]["logloss"] > 0, key
     assert result["epochs_run"] == 3
+    # the codes COINS used are exported (RQ levels, then OPQ codes), for "DeepFM + SID" with the same codes
+    from recbole_sid.atomic_io import read_sids
+
+    ids, codes = read_sids(result["sid_files"]["itemsid"])
+    config, _, train, _, _, model = build(ctr_root)
+    assert codes.shape == (train._dataset.item_num - 1, 3 + 4)
+    token2id = train._dataset.field2token_id["item_id"]
+    rows = [token2id[i] for i in ids]
+    np.testing.assert_array_equal(codes[:, :3], model.item_rq_codes[rows].numpy())
+    np.testing.assert_array_equal(codes[:, 3:], model.item_opq_codes[rows].numpy())
 
 
 def test_cli_coins_on_ml100k(in_tmp):

@@ -92,7 +92,7 @@ def test_ctr_grid_with_sid_feature_variant(tmp_path, monkeypatch):
     config.update({k: v for k, v in TINY_SID_CONFIG.items() if k not in config}, epochs=1)
     out = tmp_path / "results"
     argv = ["--dataset", "ctr", "--data-path", str(root), "--seeds", "1", "--out", str(out), "--task", "ctr",
-            "--models", "LR", "DeepFM+SID-RQKMeans", "DeepFM+SID-NoSuchTokenizer",
+            "--models", "LR", "DeepFM+SID-RQKMeans", "DeepFM+SID-COINS", "DeepFM+SID-NoSuchTokenizer",
             "--set", *[f"{k}={v!r}" for k, v in config.items()],
             "--ctr-set", *[f"{k}={v!r}" for k, v in ctr_only.items()]]
     assert leaderboard.main(argv) == 0
@@ -113,6 +113,10 @@ def test_ctr_grid_with_sid_feature_variant(tmp_path, monkeypatch):
     assert header[-2:] == ["sid_1:token", "sid_2:token"]  # one field per level
     got = {line.split("\t")[0]: line.split("\t")[-2:] for line in lines[1:]}
     assert got == expected
+    # "DeepFM + SID" with COINS's own codes: the COINS cell exports its 3 RQ + 4 OPQ codes (ctr_config's sizes)
+    coins_sid = json.loads((cells / "DeepFM+SID-COINS-seed2020.json").read_text())
+    assert coins_sid["status"] == "ok" and coins_sid["sid_source"]["model"] == "COINS"
+    assert coins_sid["config"]["load_col"]["item"][-7:] == [f"sid_{level}" for level in range(1, 8)]
     rows = {r["model"]: r for r in csv.DictReader(open(out / "ctr" / "leaderboard.csv"))}
     md = (out / "ctr" / "leaderboard.md").read_text()
     for model in ("LR", "DeepFM+SID-RQKMeans"):

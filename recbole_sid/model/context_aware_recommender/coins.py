@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from logging import getLogger
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -135,6 +136,8 @@ class COINS(ContextRecommender):
 
         # 1. codes (training-free, deterministic for the config seed)
         rq_codes, opq_codes = self._encode_items(config, dataset)
+        self.item_tokens = np.asarray(dataset.field2id_token[self.ITEM_ID])
+        self.dataset_name = config["dataset"]
         self.rq_table_size = int(rq_codes.max()) + 1 if self.sid_file else self.codebook_size
         opq_k = 2 ** self.opq_nbits
         self.register_buffer("item_rq_codes", torch.zeros(self.n_items, self.rq_levels, dtype=torch.long))
@@ -247,6 +250,19 @@ class COINS(ContextRecommender):
         adapter.eval()
         with torch.no_grad():
             return torch.nn.functional.normalize(adapter(sem[1:]), dim=-1).numpy().astype(np.float32)
+
+    def export_codes(self, directory) -> dict:
+        """Write the item SIDs this model uses, RQ levels then OPQ codes (``<dataset>.itemsid`` in ``directory``), so
+        other models can take the same codes as features ("DeepFM + SID" with COINS's codes). Returns
+        ``{"itemsid": path}``."""
+        from recbole_sid.atomic_io import write_sids
+
+        codes = torch.cat([self.item_rq_codes, self.item_opq_codes], dim=1)[1:].cpu().numpy()
+        path = Path(directory) / f"{self.dataset_name}.itemsid"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_sids(path, self.item_tokens[1:], codes)
+        getLogger().info(f"COINS: item codes ({self.rq_levels} RQ + {self.opq_subspaces} OPQ levels) written to {path}")
+        return {"itemsid": str(path)}
 
     # --- layers --------------------------------------------------------------------------------------------
     def _init_weights(self, module):
