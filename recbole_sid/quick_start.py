@@ -28,6 +28,7 @@ from recbole_sid.data.text import ATOMIC_TYPES, read_atomic_header
 from recbole_sid.data.negatives import apply_warm_negatives
 from recbole_sid.evaluation import PerUserCapture, add_gauc, evaluate_warm_cold, select_valid_rows
 from recbole_sid.exceptions import ConfigError, DataError, DatasetNotFoundError
+from recbole_sid.model.item_id_dropout import apply_item_id_dropout
 from recbole_sid.runs import name_run, run_folder
 from recbole_sid.utils import get_model, get_trainer
 
@@ -178,6 +179,7 @@ def prepare_run(config):
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
+    apply_item_id_dropout(config, model, train_data._dataset)
     logger.info(model)
     return dataset, train_data, valid_data, test_data, model
 
@@ -311,9 +313,12 @@ def load_data_and_model(model_file):
     dataset = create_dataset(config)
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    apply_warm_negatives(config, train_data)  # the same loaders and model wrappers as the run that wrote it
+    valid_data = select_valid_rows(config, dataset, valid_data, train_data)
 
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
+    apply_item_id_dropout(config, model, train_data._dataset)
     return config, model, dataset, train_data, valid_data, test_data

@@ -161,3 +161,50 @@ def test_gauc_by_hand():
     assert counted == 3
     assert value == pytest.approx((1.0 * 2 + 0.0 * 3 + 0.5 * 2) / 7)
     assert gauc([0.1, 0.2], [1, 1], ["a", "a"]) == (None, 0)
+
+
+def test_item_id_dropout_for_ctr_baselines(ctr_root, in_tmp):
+    """item_id_dropout: training rows drop their item id with probability p; at evaluation, items without training
+    rows use the padding id, so their (never trained) ID embedding cannot change a prediction."""
+    from recbole_sid.exceptions import ConfigError
+    from recbole_sid.quick_start import build_config, prepare_run
+
+    config = build_config("DeepFM", "ctr", None, ctr_config(ctr_root, item_id_dropout=0.5), [])
+    _, train_data, _, test_data, model = prepare_run(config)
+    batch = next(iter(test_data))[0]
+    items = batch["item_id"]
+    cold = ~model.item_id_warm[items]
+    assert cold.any() and (~cold).any()
+    model.eval()
+    before = model.predict(batch).detach()
+    table = model.token_embedding_table.embedding.weight
+    offset = int(model.token_embedding_table.offsets[model.token_field_names.index("item_id")])
+    with torch.no_grad():
+        table[items + offset] += 3.0  # every test item's own ID embedding moves
+    after = model.predict(batch).detach()
+    assert torch.allclose(before[cold], after[cold], atol=1e-6)
+    assert not torch.allclose(before[~cold], after[~cold], atol=1e-4)
+    # training: about p of the rows lose their id (the model sees a copy; the batch itself is untouched)
+    import recbole_sid.model.item_id_dropout as dropout_module
+
+    model.train()
+    train_batch = next(iter(train_data))
+    torch.manual_seed(0)
+    ids_before = train_batch["item_id"].clone()
+
+    captured = {}
+    real = dropout_module._replace_items
+
+    def spy(interaction, field, new_items):
+        captured["ids"] = new_items
+        return real(interaction, field, new_items)
+
+    dropout_module._replace_items = spy
+    try:
+        model.calculate_loss(train_batch)
+    finally:
+        dropout_module._replace_items = real
+    dropped = float((captured["ids"] == 0).float().mean())
+    assert 0.3 < dropped < 0.7 and torch.equal(train_batch["item_id"], ids_before)
+    with pytest.raises(ConfigError, match="item_id_dropout"):
+        prepare_run(build_config("COINS", "ctr", None, ctr_config(ctr_root, item_id_dropout=0.5), []))
