@@ -123,3 +123,15 @@ def locate_copy(dataset: str, data_path, out, out_name: str | None = None) -> tu
     if not found:
         raise DataError(f"{folder}: no interaction file {dataset}.inter or {dataset}.<split>.inter")
     return folder, target, found
+
+
+def write_rows(path, header: str, rows, columns) -> None:
+    """Write ``header`` (without its newline) then the string ``columns`` of ``rows`` (a DataFrame), tab-separated,
+    one line per row, atomically (the writers of ``negatives`` and ``history``)."""
+    from recbole_sid.atomic_io import atomic_write
+
+    lines = rows[columns[0]].str.cat([rows[c] for c in columns[1:]], sep="\t")
+    with atomic_write(path) as f:
+        f.write(header + "\n")
+        if len(lines):
+            f.write("\n".join(lines.tolist()) + "\n")

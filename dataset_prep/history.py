@@ -70,12 +70,12 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from recbole_sid.atomic_io import atomic_write, read_sids, read_vectors, sid_tokens
+from recbole_sid.atomic_io import read_sids, read_vectors, sid_tokens
 from recbole_sid.data.cold import read_cold_items
 from recbole_sid.data.text import read_atomic_header, read_atomic_table
 from recbole_sid.exceptions import DataError
 
-from dataset_prep.files import Staging, add_copy_command, check_input, locate_copy
+from dataset_prep.files import Staging, add_copy_command, check_input, locate_copy, write_rows
 
 USER_FIELD, ITEM_FIELD, LABEL_FIELD, TIME_FIELD = "user_id", "item_id", "label", "timestamp"
 HIST_ITEMS, HIST_SIDS, HIST_SIM = "hist_items", "hist_sids", "hist_sim"
@@ -344,13 +344,8 @@ def _write_with_columns(path, header, frame, new, types) -> None:
     rows = frame.copy()
     for name, values in new.items():
         rows[name] = values
-    names = list(rows.columns)
-    lines = rows[names[0]].str.cat([rows[c] for c in names[1:]], sep="\t")
-    with atomic_write(path) as f:
-        f.write("\t".join(f"{name}:{ftype}" for name, ftype in header)
-                + "".join(f"\t{name}:{types[name]}" for name in new) + "\n")
-        if len(lines):
-            f.write("\n".join(lines.tolist()) + "\n")
+    write_rows(path, "\t".join(f"{name}:{ftype}" for name, ftype in header)
+               + "".join(f"\t{name}:{types[name]}" for name in new), rows, list(rows.columns))
 
 
 #: ``--help`` text of the command

@@ -44,12 +44,11 @@ from pathlib import Path
 
 import numpy as np
 
-from recbole_sid.atomic_io import atomic_write
 from recbole_sid.data.cold import read_cold_items
 from recbole_sid.data.text import read_atomic_header, read_atomic_table
 from recbole_sid.exceptions import DataError
 
-from dataset_prep.files import Staging, add_copy_command, locate_copy
+from dataset_prep.files import Staging, add_copy_command, locate_copy, write_rows
 
 USER_FIELD, ITEM_FIELD, LABEL_FIELD = "user_id", "item_id", "label"
 ALL, WARM, COLD = 0, 1, 2
@@ -249,12 +248,8 @@ def _write_labeled(path, table, items, neg, item_ids) -> None:
     rows = frame.iloc[source_row].reset_index(drop=True)
     rows[ITEM_FIELD] = item_ids[block[keep]]
     rows[LABEL_FIELD] = labels[keep]
-    names = list(frame.columns) + [LABEL_FIELD]
-    lines = rows[names[0]].str.cat([rows[c] for c in names[1:]], sep="\t")
-    with atomic_write(path) as f:
-        f.write("\t".join(f"{name}:{ftype}" for name, ftype in header) + f"\t{LABEL_FIELD}:float\n")
-        if len(lines):
-            f.write("\n".join(lines.tolist()) + "\n")
+    write_rows(path, "\t".join(f"{name}:{ftype}" for name, ftype in header) + f"\t{LABEL_FIELD}:float", rows,
+               list(frame.columns) + [LABEL_FIELD])
 
 
 #: ``--help`` text of the command
