@@ -33,7 +33,7 @@ TOPK_BASELINES = ["Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "SGL"]
 TOPK_PLUGIN = ["RQKMeans", "RQVAE", "LETTER", "QARM", "DAS"]
 CTR_BASELINES = ["LR", "FM", "DeepFM", "DCN", "WideDeep"]
 #: "DeepFM + SID" labels (``<CTR model>+SID-<tokenizer>``, see ``sid_feature_source``) are CTR plugin rows
-CTR_PLUGIN = ["COINS", "DeepFM+SID-RQKMeans", "DeepFM+SID-DAS"]
+CTR_PLUGIN = ["COINS", "DeepFM+SID-COINS", "DeepFM+SID-RQKMeans", "DeepFM+SID-DAS"]
 TOPK_METRICS = ["recall@10", "ndcg@10"]
 CTR_METRICS = ["auc", "gauc", "logloss"]
 #: test-row buckets of each task: all, warm (items with training rows), long tail (CTR: 1 to
@@ -59,6 +59,24 @@ VARIANTS = {
     "DAS-two-stage": ("DAS", {"das_one_stage": False}),
 }
 DAS_ABLATIONS = list(VARIANTS)
+#: COINS's ablations (issue 14): the learnt gate, the transfer loss, the OPQ branch, the collaborative half of the
+#: codes, each switched off alone
+COINS_ABLATIONS = {
+    "COINS-no-gate": ("COINS", {"coins_gate": "fixed"}),
+    "COINS-no-transfer": ("COINS", {"transfer_weight": 0.0}),
+    "COINS-no-opq": ("COINS", {"coins_opq_subspaces": 0}),
+    "COINS-content-codes": ("COINS", {"coins_code_source": "content"}),
+}
+VARIANTS.update(COINS_ABLATIONS)
+#: the CTR protocol of split seeds (issue 14): every CTR model reads the same columns, the user history and its
+#: semantic score (``dataset_prep history``) beside each dataset's profile columns (RecBole's context-aware ml-100k
+#: columns; Amazon's brand and categories); labels are the sampled ones of ``dataset_prep negatives``, never a
+#: rating threshold
+CTR_INTER_COLUMNS = ["user_id", "item_id", "timestamp", "label", "hist_items", "hist_sim"]
+CTR_PROFILE_COLUMNS = {
+    "ml-100k": {"user": ["user_id", "age", "gender", "occupation"], "item": ["item_id", "release_year", "class"]},
+    "amazon-scientific": {"item": ["item_id", "brand", "categories"]},
+}
 #: "DeepFM + SID": ``<CTR model>+SID-<tokenizer>`` runs the CTR model on a copy of the dataset whose ``.item`` file
 #: carries the SIDs exported by the tokenizer's top-k cell of the same dataset and seed (dataset_prep attach-sids)
 SID_FEATURE_MARK = "+SID-"
@@ -111,6 +129,21 @@ def ctr_data_path(dataset: str, data_path: str, ctr_path: str | None) -> str:
     if ctr_path and (Path(ctr_path) / dataset).is_dir():
         return ctr_path
     return data_path
+
+
+def ctr_split_config(dataset: str, data_path: str) -> dict:
+    """The config of a CTR cell on a split seed: the protocol's columns (``CTR_INTER_COLUMNS`` that the data has +
+    the dataset's ``CTR_PROFILE_COLUMNS``), ``hist_sim`` as a numerical feature, no rating threshold."""
+    header = (Path(data_path) / dataset / f"{dataset}.train.inter").read_text(encoding="utf-8").split("\n", 1)[0]
+    present = {field.split(":")[0] for field in header.split("\t")}
+    profile = CTR_PROFILE_COLUMNS.get(dataset)
+    if profile is None:
+        print(f"CTR cells of {dataset}: no profile columns are listed for it (CTR_PROFILE_COLUMNS); they read the "
+              f"interaction columns only", file=sys.stderr)
+    inter = [c for c in CTR_INTER_COLUMNS if c in present]
+    load_col = {"inter": inter, **{k: list(v) for k, v in (profile or {}).items()}}
+    return {"load_col": load_col, "numerical_features": ["hist_sim"] if "hist_sim" in inter else [],
+            "threshold": None}
 
 
 def dataset_config(dataset: str, data_path: str) -> dict:
@@ -380,6 +413,36 @@ class Grid:
                     raise
         return str(root)
 
+    def ctr_split_data_path(self, dataset: str, split: int) -> str:
+        """The CTR data of ``dataset`` on split seed ``split``: ``<root>/split<k>/<dataset>`` (root: ``--ctr-data-path``,
+        else ``<split_root>/ctr``), written on first use from the top-k split by ``dataset_prep negatives`` (one
+        sampled negative per row, seed = the split seed, training negatives from items with training rows) and
+        ``dataset_prep history`` (``hist_items``, ``hist_sim``)."""
+        base = Path(self.ctr_path) if self.ctr_path else Path(self.split_root or "dataset/splits") / "ctr"
+        root = base / f"split{split}"
+        if (root / dataset / f"{dataset}.train.inter").is_file():
+            return str(root)
+        import shutil
+
+        from dataset_prep.history import add_history
+        from dataset_prep.negatives import add_negatives
+
+        source = self.split_data_path(dataset, split)
+        embedding = (Path(source) / dataset / f"{dataset}.itememb").is_file()
+        print(f"  writing the CTR data of {dataset} on split {split} (negatives, history) to {root / dataset}"
+              + ("" if embedding else f"; no {dataset}.itememb, so no hist_sim column (dataset_prep embed writes "
+                                      f"one)"), file=sys.stderr, flush=True)
+        scratch = root / f".negatives-{os.getpid()}"
+        try:
+            add_negatives(dataset, source, scratch, seed=split, log=lambda *a, **k: None)
+            add_history(dataset, scratch, root, embedding=embedding, log=lambda *a, **k: None)
+        except FileExistsError:  # another worker wrote it first
+            if not (root / dataset / f"{dataset}.train.inter").is_file():
+                raise
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return str(root)
+
     def tuned_config(self, dataset: str, label: str) -> dict | None:
         """The configuration the search chose for ``label``'s model class on ``dataset`` (None: not searched)."""
         if self.tuning is None:
@@ -390,7 +453,13 @@ class Grid:
         return json.loads(path.read_text()).get("chosen")
 
     def base_config(self, dataset: str, label: str, split: int | None = None) -> dict:
-        if model_task(label) == "ctr":
+        if model_task(label) == "ctr" and split is not None:
+            path = self.ctr_split_data_path(dataset, split)
+            config = dataset_config(dataset, path)
+            config.update(ctr_split_config(dataset, path))
+            config.update(self.extra)
+            config.update(self.ctr_extra)
+        elif model_task(label) == "ctr":
             config = dataset_config(dataset, ctr_data_path(dataset, self.data_path, self.ctr_path))
             config.update(self.extra)
             config.update(self.ctr_extra)
@@ -485,14 +554,15 @@ class Grid:
             raise DataError(f"{spec['label']}: {tokenizer} is neither a top-k SID tokenizer nor COINS (the models "
                             f"whose cells export item SIDs)")
         print(f"  {spec['label']}: SIDs from {tokenizer} seed {seed} on {dataset}", file=sys.stderr, flush=True)
-        record = self.run(dataset, tokenizer, seed)
+        split = spec.get("split_seed")
+        record = self.run(dataset, tokenizer, seed, split)
         if record.get("status") != "ok":
             raise DataError(f"{spec['label']} needs the SIDs of {tokenizer} seed {seed}, whose cell failed: "
                             f"{record.get('error')}")
         sid_file = Path((record.get("sid_files") or {}).get("itemsid", ""))
         if not sid_file.is_file():
             raise DataError(f"{spec['label']} needs {tokenizer}'s exported SIDs, but {sid_file or 'no itemsid'} "
-                            f"(from {cell_path(self.out, dataset, tokenizer, seed)}) is not a file; delete that "
+                            f"(from {cell_path(self.out, dataset, tokenizer, seed, split)}) is not a file; delete that "
                             f"cell to rerun it")
         from dataset_prep.attach_sids import attach_sids
 
@@ -501,7 +571,8 @@ class Grid:
                               log=lambda *a, **k: None, field=SID_FIELD, levels=levels)
         spec["config"]["data_path"] = str(run_dir / "data")
         spec["sid_fields"] = summary["fields"]
-        spec["sid_source"] = {"model": tokenizer, "seed": seed, "itemsid": str(sid_file), "levels": levels}
+        spec["sid_source"] = {"model": tokenizer, "seed": seed, "split_seed": split, "itemsid": str(sid_file),
+                              "levels": levels}
 
 
 def tuning_path(tuning: Path, dataset: str, model: str) -> Path:
@@ -752,23 +823,70 @@ def _delta(cell_test) -> str:
     return text if cell_test.ci_low is None else f"{text} [{cell_test.ci_low:+.4f}, {cell_test.ci_high:+.4f}]"
 
 
-def _variant_table(rows, by_model) -> list[str]:
-    """Each named variant (``VARIANTS``: DAS's ablations, the two-stage DAS) paired against its base model."""
+def _variant_table(rows, by_model, key: str = HEADLINE_METRIC, suffixes=("_warm", "_cold")) -> list[str]:
+    """Each named variant (``VARIANTS``: DAS's and COINS's ablations, the two-stage DAS) paired against its base
+    model on ``key`` in each test bucket of ``suffixes``."""
     pairs = [(r, by_model[VARIANTS[r["model"]][0]]) for r in rows
              if r["model"] in VARIANTS and VARIANTS[r["model"]][0] in by_model]
     if not pairs:
         return []
-    key = HEADLINE_METRIC
+    names = [(s.strip("_") or "all").replace("longtail", "long tail") for s in suffixes]
     lines = [f"## Variants against their base model ({key}; Δ = variant - base)", "",
-             "| variant | base | cells | Δ warm | p (cells) | p (users) | verdict (warm) | Δ cold | p (cells) | "
-             "p (users) | verdict (cold) |", "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---|"]
+             "| variant | base | cells | " + " | ".join(f"Δ {n} | p (cells) | p (users) | verdict ({n})"
+                                                       for n in names) + " |",
+             "|---|---|---:|" + "---:|---:|---:|---|" * len(suffixes)]
     for row, base in pairs:
         parts = []
-        for suffix in ("_warm", "_cold"):
+        for suffix in suffixes:
             cell_test, user_test, said = compare(row, base, key + suffix)
             parts.append(f"{_delta(cell_test)} | {_p(cell_test.p_value)} | "
                          f"{_p(user_test.p_value if user_test else None)} | {said}")
         lines.append(f"| {row['model']} | {base['model']} | {row['seeds']} | " + " | ".join(parts) + " |")
+    return lines + [""]
+
+
+#: the reference of the CTR paired tests: the model COINS's target is stated against (issue 14)
+CTR_REFERENCE = "DeepFM"
+CTR_HOW_TO_READ = (
+    "How to read (CTR): every number is a mean over cells (one split seed x model seed, the same labeled split, "
+    "features and budget for every model) ± the half-width of its 95 % Student-t interval. Buckets of test rows "
+    "by the item's training clicks: warm (>= 1), long tail (1 to `long_tail_max_clicks`, default 5; a subset of "
+    "warm), cold (none: held-out items). GAUC is the per-user AUC weighted by the user's rows (users whose rows "
+    "are all one label left out). Δ is the mean paired difference from the reference over the cells both ran, "
+    "with its 95 % interval; p (cells) a paired t-test over those cells. CTR cells keep no per-user values, so the "
+    "verdict rests on the cell test alone (better / worse at p < 0.05, else \"no detectable difference\").")
+
+
+def _ctr_tables(rows) -> list[str]:
+    """The CTR tables: AUC per bucket against ``CTR_REFERENCE``, the variants against their base, every metric."""
+    by_model = {r["model"]: r for r in rows}
+    reference = CTR_REFERENCE if CTR_REFERENCE in by_model else None
+    suffixes = ("", "_longtail", "_cold")
+    names = ("all", "long tail", "cold")
+    lines = ["## CTR", "", CTR_HOW_TO_READ, "",
+             f"### AUC against {reference or '— (no DeepFM cells)'} (Δ = model - {reference or 'reference'})", "",
+             "| model | cells | " + " | ".join(f"AUC {n} | Δ {n} | p (cells) | verdict ({n})" for n in names) + " |",
+             "|---|---:|" + "---:|---:|---:|---|" * len(suffixes)]
+    for r in sorted(rows, key=lambda r: -((r.get("auc_cold") or (0.0,))[0] or 0.0)):
+        parts = []
+        for suffix in suffixes:
+            key = f"auc{suffix}"
+            if reference is None or r["model"] == reference:
+                parts.append(f"{_ci(r, key)} | — | — | {'reference' if r['model'] == reference else '—'}")
+                continue
+            cell_test, _, said = compare(r, by_model[reference], key)
+            parts.append(f"{_ci(r, key)} | {_delta(cell_test)} | {_p(cell_test.p_value)} | {said}")
+        lines.append(f"| {r['model']} | {r['seeds']} | " + " | ".join(parts) + " |")
+    lines.append("")
+    variants = _variant_table(rows, by_model, "auc", suffixes)
+    if variants:
+        lines += ["#" + variants[0]] + variants[1:]
+    cols = [f"{m}{p}" for p in PARTS["ctr"] for m in CTR_METRICS]
+    lines += ["### Every CTR metric", "", "| model | cells | " + " | ".join(c.replace("_", " ") for c in cols) +
+              " | epochs | s/epoch | peak MB |", "|---|---:|" + "---:|" * (len(cols) + 3)]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['seeds']} | " + " | ".join(_ci(r, c) for c in cols) +
+                     f" | {_fmt(r['epochs_run'], 0)} | {_fmt(r['seconds_per_epoch'], 2)} | {_fmt(r['peak_rss_mb'], 0)} |")
     return lines + [""]
 
 
@@ -815,13 +933,7 @@ def write_tables(out: Path, dataset: str, models, reference: str | None = None) 
         lines += _topk_tables(topk_rows, reference)
     ctr_rows = [r for r in rows if r["task"] == "ctr"]
     if ctr_rows:
-        cols = [f"{m}{p}" for p in PARTS["ctr"] for m in CTR_METRICS]
-        lines += ["## CTR", "", "| model | seeds | " + " | ".join(c.replace("_", " ") for c in cols) +
-                  " | s/epoch | peak MB |", "|---|---:|" + "---:|" * (len(cols) + 2)]
-        for r in ctr_rows:
-            lines.append(f"| {r['model']} | {r['seeds']} | " + " | ".join(_ci(r, c) for c in cols) +
-                         f" | {_fmt(r['seconds_per_epoch'], 2)} | {_fmt(r['peak_rss_mb'], 0)} |")
-        lines.append("")
+        lines += _ctr_tables(ctr_rows)
     sid_rows = [r for r in rows if r.get("collision_rate")]
     if sid_rows:
         lines += ["## SID quality (items, before the dedup level)", "",

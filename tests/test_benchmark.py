@@ -1,5 +1,6 @@
 """The leaderboard's benchmark protocol: search spaces and trials, split seeds, tables with intervals and paired tests."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,3 +171,50 @@ def test_split_seeds_and_search(tmp_path, monkeypatch):
         assert leaderboard.users_path(out / "tiny" / "cells" / f"BPR-split{split}-seed2020.json").is_file()
     md = (out / "tiny" / "leaderboard.md").read_text()
     assert "## Warm items" in md and "## Cold items" in md and "learning_rate=" in md
+
+
+def test_ctr_cells_on_split_seeds(tmp_path, monkeypatch):
+    """CTR cells on split seeds read a labeled copy of each split with the user-history features (written once by
+    dataset_prep negatives + history), the protocol's columns and no rating threshold; "DeepFM + SID-COINS" takes
+    the codes of the COINS cell of the same split; the CTR tables pair models with DeepFM and COINS's ablations
+    with COINS."""
+    from test_ctr_cold import ctr_config, write_ctr_dataset
+
+    monkeypatch.chdir(tmp_path)
+    root = write_ctr_dataset(tmp_path / "data")
+    rng = np.random.default_rng(0)
+    with open(root / "ctr" / "ctr.itememb", "w") as f:
+        f.write("item_id:token\titem_emb:float_seq\n")
+        for i in range(40):
+            f.write(f"i{i}\t" + " ".join(f"{v:.4f}" for v in rng.normal(size=16)) + "\n")
+    config = ctr_config(root, epochs=1)
+    for key in ("data_path", "threshold", "load_col", "benchmark_filename"):
+        config.pop(key)
+    out, splits = tmp_path / "results", tmp_path / "splits"
+    argv = ["--dataset", "ctr", "--data-path", str(root), "--seeds", "1", "--split-seeds", "2", "--out", str(out),
+            "--split-root", str(splits), "--cold-ratio", "0.2", "--task", "ctr",
+            "--models", "DeepFM", "COINS", "COINS-no-opq", "DeepFM+SID-COINS",
+            "--set", *[f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in config.items()]]
+    assert leaderboard.main(argv) == 0
+    cells = out / "ctr" / "cells"
+    for split in (2020, 2021):
+        data = splits / "ctr" / f"split{split}" / "ctr"
+        header = (data / "ctr.train.inter").read_text().split("\n", 1)[0]
+        assert "label:float" in header and "hist_items:token_seq" in header and "hist_sim:float" in header
+        # the labeled copy keeps the split's cold items
+        assert (data / "ctr.cold_items").read_text() == (splits / f"split{split}" / "ctr" / "ctr.cold_items").read_text()
+        for model in ("DeepFM", "COINS", "COINS-no-opq", "DeepFM+SID-COINS"):
+            cell = json.loads((cells / f"{model}-split{split}-seed2020.json").read_text())
+            assert cell["status"] == "ok", (model, cell.get("error"))
+            assert cell["split_seed"] == split and cell["config"]["threshold"] is None
+            assert cell["config"]["numerical_features"] == ["hist_sim"]
+            assert cell["config"]["load_col"]["inter"] == leaderboard.CTR_INTER_COLUMNS
+        sid = json.loads((cells / f"DeepFM+SID-COINS-split{split}-seed2020.json").read_text())
+        coins = json.loads((cells / f"COINS-split{split}-seed2020.json").read_text())
+        assert sid["sid_source"]["split_seed"] == split
+        assert sid["sid_source"]["itemsid"] == coins["sid_files"]["itemsid"]
+        assert Path(sid["config"]["data_path"]).parent.name == f"DeepFM+SID-COINS-split{split}-seed2020"
+        assert coins["config"]["data_path"] == str(splits / "ctr" / f"split{split}")
+    md = (out / "ctr" / "leaderboard.md").read_text()
+    assert "### AUC against DeepFM" in md and "| COINS-no-opq | COINS | 2 |" in md
+    assert "auc longtail" in md and "gauc cold" in md

@@ -322,3 +322,56 @@ def test_cli_coins_on_ml100k(in_tmp):
     auc = float(out.split("test result:")[1].split("auc:")[1].split()[0])
     assert 0.6 < auc <= 1.0
     assert "COINS: item codes from RQ-OPQ" in out
+
+
+def test_untrained_codes_read_as_zeros_and_cold_simulation_reaches_the_code_branches(ctr_root):
+    """A code (RQ or OPQ) that no item with training rows carries is read as zeros; under cold simulation, a row's
+    item loses exactly the codes that only it carries (what it would see were it cold), on both code branches."""
+    _, _, train, _, _, model = build(ctr_root, coins_codebook_size=8, coins_opq_nbits=3)
+    # hand-built code table: items 1, 2 share every code; item 3 alone carries its codes; item 4 is cold
+    warm = torch.zeros_like(model.item_warm)
+    warm[[1, 2, 3]] = 1.0
+    model.item_warm.copy_(warm)
+    for name, codes, offsets, table in (("rq", model.item_rq_codes, model._rq_offsets, model.rq_embedding),
+                                        ("opq", model.item_opq_codes, model._opq_offsets, model.opq_embedding)):
+        codes.zero_()
+        codes[3] = 1
+        codes[4] = 2
+        counts = model._warm_counts(codes + offsets, table.num_embeddings)
+        slots = codes[torch.tensor([1, 3, 4])] + offsets
+        real = model._code_embeddings(table, slots, counts, torch.zeros(3))
+        assert torch.equal(real[0], table(slots[0])), name          # shared, trained code: kept
+        assert torch.equal(real[1], table(slots[1])), name          # item 3's own codes: kept while it is warm
+        assert float(real[2].abs().max()) == 0.0, name              # the cold item's codes: never trained -> zeros
+        simulated = model._code_embeddings(table, slots, counts, torch.tensor([1.0, 1.0, 0.0]))
+        assert torch.equal(simulated[0], table(slots[0])), name     # another warm item carries item 1's codes
+        assert float(simulated[1].abs().max()) == 0.0, name         # only item 3 carries its codes: dropped
+
+
+def test_the_real_buffers_count_items_with_training_rows(ctr_root):
+    _, _, train, _, _, model = build(ctr_root)
+    warm = model.item_warm.bool()
+    for codes, offsets, counts in ((model.item_rq_codes, model._rq_offsets, model.rq_code_warm_items),
+                                   (model.item_opq_codes, model._opq_offsets, model.opq_code_warm_items)):
+        slots = (codes + offsets)[1:][warm[1:]].reshape(-1)
+        expected = torch.bincount(slots, minlength=counts.numel()).float()
+        assert torch.equal(counts, expected)
+
+
+def test_ablations_no_opq_and_fixed_gate(ctr_root, in_tmp):
+    """``coins_opq_subspaces: 0``: the RQ codes alone (no OPQ table, narrower tower); ``coins_gate: fixed``:
+    Tg = 0.5 for items with training rows and 0 for cold ones (cold_gate: mask), no gate network."""
+    _, _, train, _, test, model = build(ctr_root, coins_opq_subspaces=0, coins_gate="fixed")
+    assert model.opq_embedding is None and model.item_opq_codes.shape[1] == 0 and model.gate is None
+    model.eval()
+    batch = next(iter(test))[0]
+    parts = model.forward_parts(batch)
+    assert parts["opq_emb"] is None
+    cold = model.item_warm[batch["item_id"]] == 0
+    assert cold.any() and (~cold).any()
+    assert bool((parts["gate"][~cold] == 0.5).all()) and bool((parts["gate"][cold] == 0).all())
+    full = build(ctr_root)[-1]
+    assert model.mlp_layers.mlp_layers[1].in_features == full.mlp_layers.mlp_layers[1].in_features - model.embedding_size
+    result = run_recbole(model="COINS", dataset="ctr", cmd_args=[], saved=False,
+                         config_dict=ctr_config(ctr_root, coins_opq_subspaces=0, coins_gate="fixed", epochs=2))
+    assert 0.0 <= result["test_result"]["auc"] <= 1.0

@@ -14,7 +14,11 @@ Pipeline, per row (user u, item i, context C):
 4. ``Tg = sigmoid(DNN(C, Up, X, pop))`` with ``pop`` = normalised log count of the item's TRAINING rows;
    ``Iemb_c = Tg * Iemb_id + (1 - Tg) * Iemb_RQ``. An item with no training row has popularity 0, its ID embedding
    (never trained) is replaced by ``cold_id_embedding`` (zeros by default) and, with ``cold_gate: mask``, its
-   gate is 0: it is represented by its semantic IDs only.
+   gate is 0: it is represented by its semantic IDs only. A code that no item with training rows carries was never
+   trained and reads as zeros; cold simulation (``cold_simulation_prob``) treats a training row's item as cold on
+   every branch: ID, gate, popularity, and the RQ and OPQ codes that only this item carries.
+   Ablations: ``coins_gate: fixed`` (Tg = 0.5), ``coins_opq_subspaces: 0`` (no OPQ branch),
+   ``transfer_weight: 0``, ``coins_code_source: content``.
 5. ``[fields except item_id ; Iemb_c ; Iemb_OPQ]`` -> DNN -> logit; ``L = BCE + transfer_weight * L_trans``
    (:func:`recbole_sid.model.gate.transfer_loss`, the paper's KL terms in the paper's argument order, on
    L2-normalised vectors with a temperature so that the distributions are not uniform; each term logged).
@@ -38,8 +42,12 @@ from recbole_sid.data.semantic import item_semantic_embeddings
 from recbole_sid.exceptions import ConfigError, DataError
 from recbole_sid.model.gate import FUSION_MODES, TRANSFER_DISTANCES, AdaptiveGate, RQFusion, transfer_loss
 from recbole_sid.quantization import opq_encode, rq_opq_encode
+from recbole_sid.quantization.faiss_ops import residual_kmeans
 
 COLD_GATE_MODES = ("mask", "learn")
+#: ``adaptive``: the paper's learnt gate Tg; ``fixed``: the "no gate" ablation, Tg = 0.5 for every item (then the
+#: cold rule of ``cold_gate`` as for the learnt gate)
+GATE_MODES = ("adaptive", "fixed")
 COLD_ID_MODES = ("zero", "unknown")
 #: what the RQ-OPQ codes quantize (without ``coins_sid_file``): ``aligned`` = content + collaborative (the item
 #: text embedding mapped onto BPR-MF item embeddings of the training clicks by a contrastive adapter, QARM's
@@ -107,7 +115,7 @@ class COINS(ContextRecommender):
         self.dropout_prob = cfg_float(config, "dropout_prob", 0.2, 0.0, 1.0)
         self.rq_levels = cfg_int(config, "coins_rq_levels", 3, minimum=1)
         self.codebook_size = cfg_int(config, "coins_codebook_size", 256, minimum=2)
-        self.opq_subspaces = cfg_int(config, "coins_opq_subspaces", 8, minimum=1)
+        self.opq_subspaces = cfg_int(config, "coins_opq_subspaces", 2, minimum=0)
         self.opq_nbits = cfg_int(config, "coins_opq_nbits", 8, minimum=1)
         self.kmeans_iters = cfg_int(config, "coins_kmeans_iters", 20, minimum=1)
         self.opq_iters = cfg_int(config, "coins_opq_iters", 25, minimum=1)
@@ -117,6 +125,7 @@ class COINS(ContextRecommender):
         rq_fusion = cfg_choice(config, "rq_fusion", FUSION_MODES, "concat")
         opq_fusion = cfg_choice(config, "opq_fusion", FUSION_MODES, "concat")
         self.cold_gate = cfg_choice(config, "cold_gate", COLD_GATE_MODES, "mask")
+        self.gate_mode = cfg_choice(config, "coins_gate", GATE_MODES, "adaptive")
         self.cold_id_embedding = cfg_choice(config, "cold_id_embedding", COLD_ID_MODES, "zero")
         self.cold_simulation_prob = cfg_float(config, "cold_simulation_prob", 0.1, 0.0, 1.0)
         self.transfer_weight = cfg_float(config, "transfer_weight", 0.1, 0.0)
@@ -153,6 +162,12 @@ class COINS(ContextRecommender):
         log_pop = torch.log1p(counts)
         self.register_buffer("item_log_pop", log_pop / log_pop.max().clamp_min(1e-12))
         self.register_buffer("item_warm", (counts > 0).to(torch.float32))
+        # per code slot, how many items WITH training rows carry it: a code no such item carries was never trained
+        # (its embedding is its random init), so it is read as zeros (:meth:`_code_embeddings`)
+        self.register_buffer("rq_code_warm_items", self._warm_counts(self.item_rq_codes + self._rq_offsets,
+                                                                     self.rq_levels * self.rq_table_size))
+        self.register_buffer("opq_code_warm_items", self._warm_counts(self.item_opq_codes + self._opq_offsets,
+                                                                      self.opq_subspaces * opq_k))
         n_cold = int((counts[1:] == 0).sum())
         logger.info(f"COINS: {self.n_items - 1} items, {n_cold} without training rows (cold: popularity 0, ID "
                     f"embedding -> {self.cold_id_embedding}, gate -> {self.cold_gate})")
@@ -160,15 +175,16 @@ class COINS(ContextRecommender):
         # 2. embedding tables of the SID side
         d = self.embedding_size
         self.rq_embedding = nn.Embedding(self.rq_levels * self.rq_table_size, d)
-        self.opq_embedding = nn.Embedding(self.opq_subspaces * opq_k, d)
+        self.opq_embedding = nn.Embedding(self.opq_subspaces * opq_k, d) if self.opq_subspaces else None
         self.rq_fusion = RQFusion(self.rq_levels, d, rq_fusion)
-        self.opq_fusion = RQFusion(self.opq_subspaces, d, opq_fusion)
+        self.opq_fusion = RQFusion(self.opq_subspaces, d, opq_fusion) if self.opq_subspaces else None
         self.unknown_item = nn.Parameter(torch.zeros(d)) if self.cold_id_embedding == "unknown" else None
 
         # 3. gate and CTR tower
         self.n_other_fields = self.num_feature_field - 1
-        self.gate = AdaptiveGate(self.n_other_fields * d + 1, gate_hidden, self.dropout_prob)
-        tower_in = (self.n_other_fields + 2) * d
+        self.gate = (AdaptiveGate(self.n_other_fields * d + 1, gate_hidden, self.dropout_prob)
+                     if self.gate_mode == "adaptive" else None)
+        tower_in = (self.n_other_fields + 1 + (1 if self.opq_subspaces else 0)) * d
         self.mlp_layers = (MLPLayers([tower_in] + self.mlp_hidden_size, self.dropout_prob) if self.mlp_hidden_size
                            else nn.Identity())
         self.predict_layer = nn.Linear(self.mlp_hidden_size[-1] if self.mlp_hidden_size else tower_in, 1)
@@ -194,24 +210,32 @@ class COINS(ContextRecommender):
             path = self._resolve_sid_file(config)
             rq_codes = sid_file_codes(path, dataset, self.rq_levels)
             codebooks, residual = mean_codebooks(x, rq_codes)
-            opq = opq_encode(residual, self.opq_subspaces, nbits=self.opq_nbits, seed=self.seed,
-                             niter=self.kmeans_iters, opq_niter=self.opq_iters, use_gpu=self.use_gpu)
-            opq_codes = opq.codes
+            if self.opq_subspaces:
+                opq_codes = opq_encode(residual, self.opq_subspaces, nbits=self.opq_nbits, seed=self.seed,
+                                       niter=self.kmeans_iters, opq_niter=self.opq_iters, use_gpu=self.use_gpu).codes
+            else:
+                opq_codes = np.zeros((x.shape[0], 0), dtype=np.int64)
             source = f"the first {self.rq_levels} levels of {path} (OPQ on the residual w.r.t. per-code means)"
         else:
             if self.code_source == "aligned":
                 x = self._aligned_vectors(config, dataset)
-            result = rq_opq_encode(x, num_levels=self.rq_levels, codebook_size=self.codebook_size,
-                                   opq_subspaces=self.opq_subspaces, opq_nbits=self.opq_nbits, seed=self.seed,
-                                   niter=self.kmeans_iters, opq_niter=self.opq_iters, use_gpu=self.use_gpu)
-            rq_codes, opq_codes = result.rq_codes, result.opq_codes
+            if self.opq_subspaces:
+                result = rq_opq_encode(x, num_levels=self.rq_levels, codebook_size=self.codebook_size,
+                                       opq_subspaces=self.opq_subspaces, opq_nbits=self.opq_nbits, seed=self.seed,
+                                       niter=self.kmeans_iters, opq_niter=self.opq_iters, use_gpu=self.use_gpu)
+                rq_codes, opq_codes = result.rq_codes, result.opq_codes
+            else:  # the "no OPQ" ablation: the RQ levels alone
+                rq_codes = residual_kmeans(x, self.rq_levels, self.codebook_size, seed=self.seed,
+                                           niter=self.kmeans_iters, use_gpu=self.use_gpu)[0]
+                opq_codes = np.zeros((x.shape[0], 0), dtype=np.int64)
             source = (f"RQ-OPQ ({self.rq_levels} x {self.codebook_size} residual k-means, seed {self.seed}) of the "
                       f"{'content + collaborative (aligned)' if self.code_source == 'aligned' else 'content'} "
                       f"vectors")
         used = [len(np.unique(rq_codes[:, level])) for level in range(rq_codes.shape[1])]
         unique = len(np.unique(np.concatenate([rq_codes, opq_codes], axis=1), axis=0))
-        logger.info(f"COINS: item codes from {source}; RQ codes used per level {used}; OPQ {self.opq_subspaces} x "
-                    f"{2 ** self.opq_nbits}; {unique} distinct RQ+OPQ codes for {x.shape[0]} items")
+        opq = f"OPQ {self.opq_subspaces} x {2 ** self.opq_nbits}" if self.opq_subspaces else "no OPQ codes"
+        logger.info(f"COINS: item codes from {source}; RQ codes used per level {used}; {opq}; {unique} distinct "
+                    f"RQ+OPQ codes for {x.shape[0]} items")
         return rq_codes, opq_codes
 
     def _aligned_vectors(self, config, dataset) -> np.ndarray:
@@ -273,6 +297,19 @@ class COINS(ContextRecommender):
             if module.bias is not None:
                 constant_(module.bias.data, 0)
 
+    def _warm_counts(self, slots: torch.Tensor, size: int) -> torch.Tensor:
+        """``[size]`` number of items with training rows whose code (row of ``slots`` [n_items, L]) is each slot."""
+        warm = self.item_warm.unsqueeze(1).expand_as(slots)
+        return torch.zeros(size).index_add_(0, slots[1:].reshape(-1), warm[1:].reshape(-1))
+
+    def _code_embeddings(self, table: nn.Embedding, slots: torch.Tensor, warm_items: torch.Tensor,
+                         simulated: torch.Tensor) -> torch.Tensor:
+        """``[B, L, d]`` embeddings of code ``slots`` [B, L], zero for a code that no item with training rows carries
+        (never trained). ``simulated`` [B] (1 = the row's item is treated as cold, cold simulation): its own training
+        rows do not count, so a code that only this item carries is zeroed too, as it would be were the item cold."""
+        others = warm_items[slots] - simulated.unsqueeze(1)
+        return table(slots) * (others > 0.5).to(table.weight.dtype).unsqueeze(-1)
+
     def item_id_row(self, item_ids: torch.Tensor) -> torch.Tensor:
         """Rows of ``token_embedding_table.embedding.weight`` holding the ID embeddings of ``item_ids``."""
         return item_ids + self._item_offset
@@ -289,26 +326,36 @@ class COINS(ContextRecommender):
         """Every intermediate of one forward pass (used by the loss and by tests)."""
         items = interaction[self.ITEM_ID]
         id_emb, others = self._fields(interaction)
-        known = self.item_warm[items]
-        pop = self.item_log_pop[items]
+        warm = self.item_warm[items]
+        known, pop = warm, self.item_log_pop[items]
         if self.training and self.cold_simulation_prob > 0:
             keep = (torch.rand(items.shape[0], device=items.device) >= self.cold_simulation_prob).to(known.dtype)
             known, pop = known * keep, pop * keep
+        simulated = warm - known  # 1: an item with training rows treated as cold in this row
         cold_vec = self.unknown_item if self.unknown_item is not None else torch.zeros_like(id_emb[:1])
         known_col = known.unsqueeze(1)
         id_used = known_col * id_emb + (1.0 - known_col) * cold_vec
 
-        rq_levels = self.rq_embedding(self.item_rq_codes[items] + self._rq_offsets)
+        rq_levels = self._code_embeddings(self.rq_embedding, self.item_rq_codes[items] + self._rq_offsets,
+                                          self.rq_code_warm_items, simulated)
         rq_emb = self.rq_fusion(rq_levels)
-        opq_emb = self.opq_fusion(self.opq_embedding(self.item_opq_codes[items] + self._opq_offsets))
+        opq_emb = None
+        if self.opq_embedding is not None:
+            opq_levels = self._code_embeddings(self.opq_embedding, self.item_opq_codes[items] + self._opq_offsets,
+                                               self.opq_code_warm_items, simulated)
+            opq_emb = self.opq_fusion(opq_levels)
 
         flat = others.reshape(others.shape[0], -1)
-        gate_raw = self.gate(torch.cat([flat, pop.unsqueeze(1)], dim=1))
+        if self.gate_mode == "adaptive":
+            gate_raw = self.gate(torch.cat([flat, pop.unsqueeze(1)], dim=1))
+        else:  # "no gate" ablation: equal weights
+            gate_raw = torch.full_like(pop.unsqueeze(1), 0.5)
         gate = gate_raw * known_col if self.cold_gate == "mask" else gate_raw
         item_c = gate * id_used + (1.0 - gate) * rq_emb
-        logit = self.predict_layer(self.mlp_layers(torch.cat([flat, item_c, opq_emb], dim=1))).squeeze(-1)
+        item_parts = [item_c] if opq_emb is None else [item_c, opq_emb]
+        logit = self.predict_layer(self.mlp_layers(torch.cat([flat, *item_parts], dim=1))).squeeze(-1)
         if self.fm is not None:
-            fields = torch.cat([others, item_c.unsqueeze(1), opq_emb.unsqueeze(1)], dim=1)
+            fields = torch.cat([others, *(v.unsqueeze(1) for v in item_parts)], dim=1)
             logit = logit + self.fm(fields).squeeze(-1)
         return {"logit": logit, "gate": gate.squeeze(1), "gate_raw": gate_raw.squeeze(1), "known": known,
                 "pop": pop, "id_emb": id_emb, "rq_emb": rq_emb, "opq_emb": opq_emb, "item_emb": item_c}
