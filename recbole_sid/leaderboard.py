@@ -68,6 +68,8 @@ COINS_ABLATIONS = {
     "COINS-content-codes": ("COINS", {"coins_code_source": "content"}),
 }
 VARIANTS.update(COINS_ABLATIONS)
+#: COINS with DeepFM's FM part (``coins_fm``, off by default): whether it helps decides the default
+VARIANTS["COINS-fm"] = ("COINS", {"coins_fm": True})
 #: the CTR protocol of split seeds (issue 14): every CTR model reads the same columns, the user history and its
 #: semantic score (``dataset_prep history``) beside each dataset's profile columns (RecBole's context-aware ml-100k
 #: columns; Amazon's brand and categories); labels are the sampled ones of ``dataset_prep negatives``, never a
