@@ -25,7 +25,6 @@ Pipeline, per row (user u, item i, context C):
 """
 from __future__ import annotations
 
-import os
 from logging import getLogger
 from pathlib import Path
 
@@ -36,9 +35,9 @@ from recbole.model.abstract_recommender import ContextRecommender
 from recbole.model.layers import BaseFactorizationMachine, MLPLayers
 from torch.nn.init import constant_, xavier_normal_
 
-from recbole_sid.atomic_io import read_sids
 from recbole_sid.config_values import cfg, cfg_choice, cfg_float, cfg_int
 from recbole_sid.data.semantic import item_semantic_embeddings
+from recbole_sid.data.sid_files import resolve_data_file, sid_file_codes
 from recbole_sid.exceptions import ConfigError, DataError
 from recbole_sid.model.gate import FUSION_MODES, TRANSFER_DISTANCES, AdaptiveGate, RQFusion, transfer_loss
 from recbole_sid.quantization import opq_encode, rq_opq_encode
@@ -76,30 +75,6 @@ def mean_codebooks(x: np.ndarray, codes: np.ndarray) -> tuple[list, np.ndarray]:
         residual = residual - centroids[col]
         codebooks.append(centroids)
     return codebooks, residual
-
-
-def sid_file_codes(path, dataset, num_levels: int) -> np.ndarray:
-    """``[item_num - 1, num_levels]`` codes of items 1..item_num-1 (RecBole internal ids) from an ``.itemsid`` file.
-
-    Every item of the dataset must have a SID (``DataError`` with the count and examples otherwise); ids of the
-    file that the dataset does not know are ignored (logged).
-    """
-    raw_ids, codes = read_sids(path)
-    if codes.shape[1] < num_levels:
-        raise ConfigError(f"{path}: SIDs have {codes.shape[1]} levels but coins_rq_levels={num_levels}; "
-                          f"set coins_rq_levels <= {codes.shape[1]}")
-    index = {raw: row for row, raw in enumerate(raw_ids)}
-    tokens = list(dataset.field2id_token[dataset.iid_field])[1:]
-    missing = [t for t in tokens if t not in index]
-    if missing:
-        raise DataError(f"{path}: no SID for {len(missing)} of {len(tokens)} items of dataset "
-                        f"'{dataset.dataset_name}' (e.g. {', '.join(map(str, missing[:10]))}); the SID file must "
-                        f"cover every item (export it for this dataset, e.g. with RQKMeans/DAS)")
-    unknown = len(raw_ids) - len(tokens)
-    if unknown > 0:
-        getLogger().info(f"COINS: {unknown} ids of {path} are not items of this dataset; ignored")
-    rows = np.fromiter((index[t] for t in tokens), dtype=np.int64, count=len(tokens))
-    return codes[rows, :num_levels]
 
 
 class COINS(ContextRecommender):
@@ -194,21 +169,12 @@ class COINS(ContextRecommender):
         self.apply(self._init_weights)
 
     # --- codes ---------------------------------------------------------------------------------------------
-    def _resolve_sid_file(self, config) -> str:
-        path = os.path.expanduser(str(self.sid_file))
-        if os.path.isfile(path):
-            return path
-        beside = os.path.join(str(cfg(config, "data_path", "")), path)
-        if not os.path.isabs(path) and os.path.isfile(beside):
-            return beside
-        raise DataError(f"coins_sid_file: {path} not found (also looked for {beside})")
-
     def _encode_items(self, config, dataset):
         logger = getLogger()
         x = item_semantic_embeddings(config, dataset)[1:].cpu().numpy().astype(np.float32)
         if self.sid_file:
-            path = self._resolve_sid_file(config)
-            rq_codes = sid_file_codes(path, dataset, self.rq_levels)
+            path = resolve_data_file(config, "coins_sid_file")
+            rq_codes = sid_file_codes(path, dataset, self.rq_levels, "coins_sid_file", "coins_rq_levels")
             codebooks, residual = mean_codebooks(x, rq_codes)
             if self.opq_subspaces:
                 opq_codes = opq_encode(residual, self.opq_subspaces, nbits=self.opq_nbits, seed=self.seed,
