@@ -1,0 +1,1 @@
+"""recbole_sid.model.sequential_recommender."""
