@@ -23,7 +23,6 @@ Writing elsewhere copies ``NAME.inter`` and the side files (``.item``, ``.user``
 """
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from recbole_sid.atomic_io import atomic_write
 from recbole_sid.data.cold import COLD_ITEMS_HEADER
 from recbole_sid.exceptions import DataError
 
-from dataset_prep.files import Staging, check_input, output_name
+from dataset_prep.files import Staging, check_input, output_name, read_inter_table
 
 SIDE_SUFFIXES = ("inter", "item", "user", "itememb", "useremb", "kg", "link")
 SPLITS = ("train", "valid", "test")
@@ -77,24 +76,7 @@ def cold_split(dataset: str, data_path, cold_ratio: float, valid_ratio: float = 
                         f"{valid_ratio} + {test_ratio}")
     folder = Path(data_path) / dataset
     inter_path = check_input(folder / f"{dataset}.inter", "interaction file")
-    with open(inter_path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\n\r")
-        lines = [line.rstrip("\n\r") for line in f]
-    lines = [line for line in lines if line.strip()]
-    columns = [c.split(":")[0] for c in header.split("\t")]
-    for needed in ("user_id", "item_id"):
-        if needed not in columns:
-            raise DataError(f"{inter_path}: no '{needed}' column in the header {header.split(chr(9))}")
-    if not lines:
-        raise DataError(f"{inter_path}: no interactions")
-    try:
-        frame = pd.read_csv(inter_path, sep="\t", dtype=str, keep_default_na=False, na_filter=False,
-                            quoting=csv.QUOTE_NONE, engine="c", skip_blank_lines=True)
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"{inter_path}: cannot parse ({exc})") from exc
-    frame.columns = columns
-    if len(frame) != len(lines):
-        raise DataError(f"{inter_path}: {len(lines)} lines but {len(frame)} parsed rows (stray quotes or tabs?)")
+    header, columns, frame, lines = read_inter_table(inter_path)
     users = frame["user_id"].to_numpy()
     items = frame["item_id"].to_numpy()
     if "timestamp" in columns:

@@ -135,3 +135,32 @@ def write_rows(path, header: str, rows, columns) -> None:
         f.write(header + "\n")
         if len(lines):
             f.write("\n".join(lines.tolist()) + "\n")
+
+
+def read_inter_table(inter_path: Path):
+    """``(header line, column names, frame of strings, data lines)`` of an interaction file with ``user_id`` and
+    ``item_id`` (blank lines left out); DataError naming the file when a column is missing, it is empty or it does
+    not parse."""
+    import csv
+
+    import pandas as pd
+
+    with open(inter_path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n\r")
+        lines = [line.rstrip("\n\r") for line in f]
+    lines = [line for line in lines if line.strip()]
+    columns = [c.split(":")[0] for c in header.split("\t")]
+    for needed in ("user_id", "item_id"):
+        if needed not in columns:
+            raise DataError(f"{inter_path}: no '{needed}' column in the header {header.split(chr(9))}")
+    if not lines:
+        raise DataError(f"{inter_path}: no interactions")
+    try:
+        frame = pd.read_csv(inter_path, sep="\t", dtype=str, keep_default_na=False, na_filter=False,
+                            quoting=csv.QUOTE_NONE, engine="c", skip_blank_lines=True)
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{inter_path}: cannot parse ({exc})") from exc
+    frame.columns = columns
+    if len(frame) != len(lines):
+        raise DataError(f"{inter_path}: {len(lines)} lines but {len(frame)} parsed rows (stray quotes or tabs?)")
+    return header, columns, frame, lines
