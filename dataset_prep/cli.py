@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     from dataset_prep.history import add_parser as add_history
 
     add_history(sub)
+    from dataset_prep.seq_split import add_parser as add_seq_split
+
+    add_seq_split(sub)
     return parser
 
 
@@ -135,7 +138,7 @@ def run(args) -> dict:
         return prepare_ml100k(args.out, cold_ratio=args.cold_ratio, valid_ratio=args.valid_ratio,
                               test_ratio=args.test_ratio, seed=args.seed, encoder=args.encoder,
                               model_path=args.model_path, dim=args.dim, overwrite=args.overwrite)
-    if args.command in ("attach-sids", "negatives", "history"):
+    if args.command in ("attach-sids", "negatives", "history", "seq-cold-split"):
         return args.run(args)
     raise AssertionError(args.command)  # pragma: no cover - argparse restricts the choices
 

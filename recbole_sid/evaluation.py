@@ -201,9 +201,23 @@ class PerUserCapture:
             return None
         return gauc(scores, labels, users)
 
+    @staticmethod
+    def loader_users(loader):
+        """The user of each evaluated row of a full-sort ``loader``: its ``uid_list`` (general models), else, for a
+        sequential loader (one row per test case, no ``uid_list`` in RecBole), each row's user when the users are
+        distinct (leave-one-out: one test row per user); None otherwise."""
+        if hasattr(loader, "uid_list"):
+            return torch.as_tensor(loader.uid_list).numpy()
+        if getattr(loader, "is_sequential", False):
+            users = np.asarray(loader._dataset.inter_feat[loader.uid_field])
+            if len(users) and len(np.unique(users)) == len(users):
+                return users
+        return None
+
     def take(self, loader) -> dict | None:
         """Per-user values of the last evaluation (of ``loader``); None when it was not a full-sort ranking."""
-        if not self.structs or "rec.topk" not in self.structs[-1] or not hasattr(loader, "uid_list"):
+        users = self.loader_users(loader)
+        if not self.structs or "rec.topk" not in self.structs[-1] or users is None:
             return None
         from recbole.evaluator.metrics import NDCG, Recall
 
@@ -217,7 +231,6 @@ class PerUserCapture:
         config = {"topk": [width], "metric_decimal_place": 4}
         recall = Recall(config).metric_info(pos_index, pos_len)[:, self.k - 1]
         ndcg = NDCG(config).metric_info(pos_index, pos_len)[:, self.k - 1]
-        users = torch.as_tensor(loader.uid_list).numpy()
         if len(users) != len(recall):
             return None
         return {"users": users.tolist(), f"recall@{self.k}": recall.tolist(), f"ndcg@{self.k}": ndcg.tolist()}

@@ -1,6 +1,6 @@
 """Leaderboard: every plugin model against RecBole's baselines, same runner, same splits, several seeds.
 
-    python -m recbole_sid.leaderboard --dataset ml-100k --task topk|ctr|all --seeds 3 --out results/
+    python -m recbole_sid.leaderboard --dataset ml-100k --task topk|ctr|seq|all --seeds 3 --out results/
 
 Each (dataset, model, seed) cell runs in its own process (so its peak memory is its own) through
 ``recbole_sid.quick_start.run_recbole`` and leaves ``<out>/<dataset>/cells/<model>-seed<s>.json``. Finished cells
@@ -8,12 +8,16 @@ are not run again (delete the JSON to rerun one); a crashed cell is recorded wit
 still written. Outputs: ``<out>/<dataset>/leaderboard.md`` and ``.csv`` (mean and std over seeds) and PNG plots in
 ``<out>/<dataset>/plots/`` (``recbole_sid.plots``). CTR cells may read a labeled copy of the dataset
 (``--ctr-data-path``); ``<CTR model>+SID-<tokenizer>`` cells ("DeepFM + SID") reuse the tokenizer's top-k cell
-of the same seed for its exported SIDs.
+of the same seed for its exported SIDs. Sequential cells (``--task seq``: SASRec, BERT4Rec, QBERT4Rec and its
+variants) read RecBole's leave-one-out split of the unsplit ``NAME.inter``, or on split seeds the leave-one-out files
+of ``dataset_prep seq-cold-split`` (``<split-root>/seq/split<k>/``, the top-k split's held-out items); see
+docs/sequential.md.
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import os
@@ -34,11 +38,28 @@ TOPK_PLUGIN = ["RQKMeans", "RQVAE", "LETTER", "QARM", "DAS"]
 CTR_BASELINES = ["LR", "FM", "DeepFM", "DCN", "WideDeep"]
 #: "DeepFM + SID" labels (``<CTR model>+SID-<tokenizer>``, see ``sid_feature_source``) are CTR plugin rows
 CTR_PLUGIN = ["COINS", "DeepFM+SID-COINS", "DeepFM+SID-RQKMeans", "DeepFM+SID-DAS"]
+#: sequential task (issue 15): RecBole's SASRec and BERT4Rec, QBERT4Rec, its ablations (``QBERT4REC_ABLATIONS``) and
+#: QBERT4Rec on other tokenizers' SIDs (``QBERT4Rec+SID-<tokenizer>``: the tokenizer's top-k cell of the same split
+#: and seed, its exported ``.itemsid`` as ``qbert_sid_file``)
+SEQ_BASELINES = ["SASRec", "BERT4Rec"]
+SEQ_PLUGIN = ["QBERT4Rec", "QBERT4Rec-no-injection", "QBERT4Rec-span-only", "QBERT4Rec-no-pretrain",
+              "QBERT4Rec+SID-RQKMeans", "QBERT4Rec+SID-DAS"]
+#: model classes of the sequential task (ad-hoc labels of other RecBole sequential models are found by their type)
+SEQ_MODELS = ["SASRec", "BERT4Rec", "QBERT4Rec"]
+#: what RecBole's sequential models need to run at all: CE over every item takes no sampled negatives (RecBole
+#: refuses CE with negatives); BERT4Rec keeps its own ``transform: mask_itemseq`` (RecBole's BERT4Rec.yaml);
+#: QBERT4Rec.yaml sets both itself
+SEQ_MODEL_CONFIG = {"SASRec": {"train_neg_sample_args": None}, "BERT4Rec": {"train_neg_sample_args": None}}
+#: RecBole's sequential protocol (its quick_start_config/sequential.yaml): leave-one-out, time order, full sort
+SEQ_EVAL_ARGS = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"}
+#: the reference of the sequential paired tests (the model QBERT4Rec builds on)
+SEQ_REFERENCE = "BERT4Rec"
 TOPK_METRICS = ["recall@10", "ndcg@10"]
 CTR_METRICS = ["auc", "gauc", "logloss"]
 #: test-row buckets of each task: all, warm (items with training rows), long tail (CTR: 1 to
-#: ``long_tail_max_clicks`` training clicks, a subset of warm), cold (held-out items)
-PARTS = {"topk": ("", "_warm", "_cold"), "ctr": ("", "_warm", "_longtail", "_cold")}
+#: ``long_tail_max_clicks`` training clicks, a subset of warm), cold (held-out items; sequential: rows whose target
+#: is a held-out item)
+PARTS = {"topk": ("", "_warm", "_cold"), "ctr": ("", "_warm", "_longtail", "_cold"), "seq": ("", "_warm", "_cold")}
 SEED_BASE = 2020
 
 
@@ -47,7 +68,9 @@ def default_models(task: str) -> list[str]:
         return TOPK_BASELINES + TOPK_PLUGIN
     if task == "ctr":
         return CTR_BASELINES + CTR_PLUGIN
-    return TOPK_BASELINES + TOPK_PLUGIN + CTR_BASELINES + CTR_PLUGIN
+    if task == "seq":
+        return SEQ_BASELINES + SEQ_PLUGIN
+    return TOPK_BASELINES + TOPK_PLUGIN + CTR_BASELINES + CTR_PLUGIN + SEQ_BASELINES + SEQ_PLUGIN
 
 
 #: named variants (ablations, feature sets): ``label -> (model, config overrides)``
@@ -70,6 +93,14 @@ COINS_ABLATIONS = {
 VARIANTS.update(COINS_ABLATIONS)
 #: COINS with DeepFM's FM part (``coins_fm``, off by default): whether it helps decides the default
 VARIANTS["COINS-fm"] = ("COINS", {"coins_fm": True})
+#: QBERT4Rec's ablations (issue 15; keys of properties/model/QBERT4Rec.yaml): SIDs of the raw text embedding (no
+#: cross-modal injection), span masks only in pretraining, no pretraining (tail-mask fine-tuning from the start)
+QBERT4REC_ABLATIONS = {
+    "QBERT4Rec-no-injection": ("QBERT4Rec", {"qbert_injection": False}),
+    "QBERT4Rec-span-only": ("QBERT4Rec", {"qbert_mask_types": ["span"]}),
+    "QBERT4Rec-no-pretrain": ("QBERT4Rec", {"qbert_pretrain_epochs": 0}),
+}
+VARIANTS.update(QBERT4REC_ABLATIONS)
 #: the CTR protocol of split seeds (issue 14): every CTR model reads the same columns, the user history and its
 #: semantic score (``dataset_prep history``) beside each dataset's profile columns (RecBole's context-aware ml-100k
 #: columns; Amazon's brand and categories); labels are the sampled ones of ``dataset_prep negatives``, never a
@@ -121,8 +152,28 @@ def label_name(label: str) -> str:
 
 
 def model_task(model: str) -> str:
+    """``ctr``, ``seq`` or ``topk``: the task of a label's model class."""
     model = resolve_model(model)[0]
-    return "ctr" if model in CTR_BASELINES + CTR_PLUGIN else "topk"
+    if model in CTR_BASELINES + CTR_PLUGIN:
+        return "ctr"
+    if model in SEQ_MODELS:
+        return "seq"
+    if model in TOPK_BASELINES + TOPK_PLUGIN:
+        return "topk"
+    return "seq" if _is_sequential_class(model) else "topk"
+
+
+@functools.lru_cache(maxsize=None)
+def _is_sequential_class(model: str) -> bool:
+    """Whether ``model`` names a sequential model class (plugin, registered or RecBole's); False when unknown."""
+    try:
+        from recbole.utils import ModelType
+
+        from recbole_sid.utils import get_model
+
+        return getattr(get_model(model), "type", None) == ModelType.SEQUENTIAL
+    except Exception:  # an unknown name: its cell fails with the lookup's own error
+        return False
 
 
 def ctr_data_path(dataset: str, data_path: str, ctr_path: str | None) -> str:
@@ -203,11 +254,16 @@ def run_cell(spec: dict) -> dict:
             load_col.setdefault("item", [config["ITEM_ID_FIELD"]])
             load_col["item"] = [c for c in load_col["item"] if c not in spec["sid_fields"]] + spec["sid_fields"]
             config_dict["load_col"] = load_col
+    task = model_task(spec["model"])
     start = time.perf_counter()
     result = run_recbole(model=spec["model"], dataset=spec["dataset"], config_dict=config_dict, cmd_args=[],
                          config_file_list=spec.get("config_files") or None)
+    if task == "seq" and "sid_quality" not in result:  # QBERT4Rec exports its SIDs and their report as files
+        quality = Path((result.get("sid_files") or {}).get("quality") or "")
+        if quality.is_file():
+            result["sid_quality"] = json.loads(quality.read_text(encoding="utf-8"))
     record = {
-        "model": spec.get("label", spec["model"]), "model_class": spec["model"], "task": model_task(spec["model"]),
+        "model": spec.get("label", spec["model"]), "model_class": spec["model"], "task": task,
         "dataset": spec["dataset"], "seed": spec["seed"], "status": "ok",
         "wall_seconds": time.perf_counter() - start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
@@ -377,14 +433,25 @@ class Grid:
     ``split_root``: where the cold splits of each split seed live (``<split_root>/split<k>/<dataset>/``, made by
     ``dataset_prep cold-split`` from ``<data_path>/<dataset>`` the first time they are needed). ``tuning``: the
     folder of the hyper-parameter search (:meth:`tuned_config`), None to run every model with its defaults.
+    ``sid_cells``: the ``--out`` folder whose tokenizer cells the ``<model>+SID-<tokenizer>`` labels take their SIDs
+    from (run there, with that folder's search, when missing); None: this grid's own ``out``.
     """
 
     def __init__(self, out: Path, data_path: str, extra: dict, config_files=None, timeout: int | None = None,
                  ctr_path: str | None = None, ctr_extra: dict | None = None, split_root: str | None = None,
-                 cold_ratio: float = 0.1, tuning: Path | None = None):
+                 cold_ratio: float = 0.1, tuning: Path | None = None, sid_cells: Path | None = None):
         self.out, self.data_path, self.extra, self.config_files = out, data_path, extra, config_files
         self.timeout, self.ctr_path, self.ctr_extra = timeout, ctr_path, ctr_extra or {}
         self.split_root, self.cold_ratio, self.tuning = split_root, cold_ratio, tuning
+        self.sid_cells = sid_cells
+
+    def sid_grid(self) -> "Grid":
+        """The grid of the tokenizer cells that SID-feature labels read (``sid_cells``, else this one)."""
+        if self.sid_cells is None or Path(self.sid_cells).resolve() == Path(self.out).resolve():
+            return self
+        out = Path(self.sid_cells)
+        return Grid(out, self.data_path, self.extra, self.config_files, self.timeout, self.ctr_path, self.ctr_extra,
+                    self.split_root, self.cold_ratio, tuning=out / "tuning")
 
     def cached(self, dataset: str, label: str, seed: int, split: int | None = None) -> dict | None:
         path = cell_path(self.out, dataset, label_name(label), seed, split)
@@ -445,6 +512,69 @@ class Grid:
             shutil.rmtree(scratch, ignore_errors=True)
         return str(root)
 
+    def seq_max_history(self) -> int:
+        """History length of the sequential splits: ``MAX_ITEM_LIST_LENGTH`` of ``--set`` (RecBole's 50 by default,
+        also SASRec's, BERT4Rec's and QBERT4Rec's), which every sequential cell then runs with."""
+        from dataset_prep.seq_split import DEFAULT_MAX_HISTORY
+
+        value = self.extra.get("MAX_ITEM_LIST_LENGTH")
+        return DEFAULT_MAX_HISTORY if value is None else int(value)
+
+    def seq_split_data_path(self, dataset: str, split: int) -> str:
+        """The sequential data of ``dataset`` on split seed ``split``: ``<split_root>/seq/split<k>/<dataset>``, written
+        on first use by ``dataset_prep seq-cold-split`` from ``<data_path>/<dataset>/<dataset>.inter`` (seed = the
+        split seed, ``--cold-ratio``: the same held-out items as the top-k split of that seed; histories of
+        :meth:`seq_max_history` items). A folder written with other parameters is refused (DataError naming it)."""
+        from dataset_prep.seq_split import PARAMS_SUFFIX, read_params, seq_cold_split
+
+        if not self.split_root:
+            raise DataError("split seeds need a --split-root folder for the splits")
+        root = Path(self.split_root) / "seq" / f"split{split}"
+        folder = root / dataset
+        max_history = self.seq_max_history()
+        params = read_params(dataset, folder)
+        if params is None:
+            print(f"  writing the sequential split of {dataset} with seed {split} (cold ratio {self.cold_ratio}, "
+                  f"histories of {max_history} items) to {folder}", file=sys.stderr, flush=True)
+            try:
+                seq_cold_split(dataset, self.data_path, self.cold_ratio, seed=split, out=root,
+                               max_history=max_history, log=lambda *a, **k: None)
+            except DataError:  # another worker wrote it first (its outputs exist now), or a real error
+                if read_params(dataset, folder) is None:
+                    raise
+            params = read_params(dataset, folder)
+        wanted = {"seed": split, "cold_ratio": float(self.cold_ratio), "max_history": max_history}
+        found = {key: params.get(key) for key in wanted}
+        if found != wanted:
+            raise DataError(f"{folder / f'{dataset}.{PARAMS_SUFFIX}'}: the sequential split there was written with "
+                            f"{found}, this run asks for {wanted} (--cold-ratio, --set MAX_ITEM_LIST_LENGTH); use "
+                            f"another --split-root or delete {folder}")
+        return str(root)
+
+    def seq_config(self, dataset: str, split: int | None) -> dict:
+        """The data keys of a sequential cell. Without a split seed: RecBole's own leave-one-out on the unsplit
+        ``<data_path>/<dataset>/<dataset>.inter`` (no benchmark files, even when the folder has top-k ones); on split
+        seed k: the files of :meth:`seq_split_data_path` (``dataset_prep.seq_split.benchmark_config``)."""
+        if split is None:
+            config = {"data_path": self.data_path, "benchmark_filename": None, "eval_args": dict(SEQ_EVAL_ARGS)}
+            folder = Path(self.data_path) / dataset
+            inter = folder / f"{dataset}.inter"
+            if inter.is_file():  # else RecBole's own lookup (ml-100k: the embedded copy) and its error
+                from recbole_sid.atomic_io import read_header
+
+                fields = [column.split(":")[0] for column in read_header(inter)]
+                if "timestamp" not in fields:
+                    raise DataError(f"{inter}: no 'timestamp' column, by which RecBole's leave-one-out orders each "
+                                    f"user's interactions (with --split-seeds, seq-cold-split takes the file order)")
+                config["load_col"] = {"inter": ["user_id", "item_id", "timestamp"]}
+                if (folder / f"{dataset}.item").is_file():  # every item of the catalogue is a candidate
+                    config["load_col"]["item"] = ["item_id"]
+            return config
+        from dataset_prep.seq_split import benchmark_config
+
+        path = self.seq_split_data_path(dataset, split)
+        return {"data_path": path, **benchmark_config(dataset, Path(path) / dataset)}
+
     def tuned_config(self, dataset: str, label: str) -> dict | None:
         """The configuration the search chose for ``label``'s model class on ``dataset`` (None: not searched)."""
         if self.tuning is None:
@@ -465,6 +595,13 @@ class Grid:
             config = dataset_config(dataset, ctr_data_path(dataset, self.data_path, self.ctr_path))
             config.update(self.extra)
             config.update(self.ctr_extra)
+        elif model_task(label) == "seq":
+            # the protocol's data keys and what the model needs to run win over --set (which every task shares)
+            data = self.seq_config(dataset, split)
+            config = dict(data)
+            config.update(self.extra)
+            config.update(data)
+            config.update(SEQ_MODEL_CONFIG.get(resolve_model(label)[0], {}))
         else:
             config = dataset_config(dataset, self.split_data_path(dataset, split))
             config.update(self.extra)
@@ -550,31 +687,53 @@ class Grid:
 
     def _attach_sids(self, spec: dict, tokenizer: str, run_dir: Path) -> None:
         """SID-feature cell: run (or reuse) the tokenizer's top-k cell of the same dataset and seed, then write a
-        copy of the CTR data with its SIDs as a ``sid`` column under ``run_dir/data`` and point the cell at it."""
+        copy of the CTR data with its SIDs as a ``sid`` column under ``run_dir/data`` and point the cell at it.
+        A sequential cell (``QBERT4Rec+SID-<tokenizer>``) reads the exported file itself (:meth:`_sid_file`)."""
+        if model_task(spec["model"]) == "seq":
+            return self._sid_file(spec, tokenizer)
+        sid_file, levels = self._tokenizer_sids(spec, tokenizer)
+        from dataset_prep.attach_sids import attach_sids
+
+        summary = attach_sids(spec["dataset"], spec["config"]["data_path"], sid_file, run_dir / "data",
+                              overwrite=True, log=lambda *a, **k: None, field=SID_FIELD, levels=levels)
+        spec["config"]["data_path"] = str(run_dir / "data")
+        spec["sid_fields"] = summary["fields"]
+        spec["sid_source"] = {"model": tokenizer, "seed": spec["seed"], "split_seed": spec.get("split_seed"),
+                              "itemsid": str(sid_file), "levels": levels}
+
+    def _sid_file(self, spec: dict, tokenizer: str) -> None:
+        """``QBERT4Rec+SID-<tokenizer>``: the tokenizer's exported ``.itemsid`` (its top-k cell of the same split and
+        seed) as ``qbert_sid_file`` in place of QBERT4Rec's own stages 1-2, with its number of levels as
+        ``sid_levels`` (the dedup level left out)."""
+        sid_file, levels = self._tokenizer_sids(spec, tokenizer)
+        spec["config"]["qbert_sid_file"] = str(sid_file)
+        if levels:
+            spec["config"]["sid_levels"] = int(levels)
+        spec["sid_source"] = {"model": tokenizer, "seed": spec["seed"], "split_seed": spec.get("split_seed"),
+                              "itemsid": str(sid_file), "levels": levels}
+
+    def _tokenizer_sids(self, spec: dict, tokenizer: str) -> tuple[Path, int | None]:
+        """Run (or reuse) ``tokenizer``'s cell of the same dataset, split and seed; ``(its exported .itemsid, its
+        number of SID levels without the dedup level)``."""
         dataset, seed = spec["dataset"], spec["seed"]
         if model_task(tokenizer) != "topk" and resolve_model(tokenizer)[0] != "COINS":
             raise DataError(f"{spec['label']}: {tokenizer} is neither a top-k SID tokenizer nor COINS (the models "
                             f"whose cells export item SIDs)")
-        print(f"  {spec['label']}: SIDs from {tokenizer} seed {seed} on {dataset}", file=sys.stderr, flush=True)
+        source = self.sid_grid()
+        print(f"  {spec['label']}: SIDs from {tokenizer} seed {seed} on {dataset}"
+              + ("" if source is self else f" (cells of {source.out})"), file=sys.stderr, flush=True)
         split = spec.get("split_seed")
-        record = self.run(dataset, tokenizer, seed, split)
+        record = source.run(dataset, tokenizer, seed, split)
         if record.get("status") != "ok":
             raise DataError(f"{spec['label']} needs the SIDs of {tokenizer} seed {seed}, whose cell failed: "
                             f"{record.get('error')}")
         sid_file = Path((record.get("sid_files") or {}).get("itemsid", ""))
         if not sid_file.is_file():
             raise DataError(f"{spec['label']} needs {tokenizer}'s exported SIDs, but {sid_file or 'no itemsid'} "
-                            f"(from {cell_path(self.out, dataset, tokenizer, seed, split)}) is not a file; delete that "
-                            f"cell to rerun it")
-        from dataset_prep.attach_sids import attach_sids
-
+                            f"(from {cell_path(source.out, dataset, tokenizer, seed, split)}) is not a file; delete "
+                            f"that cell to rerun it")
         levels = (record.get("sid_quality") or {}).get("items", {}).get("num_levels")
-        summary = attach_sids(dataset, spec["config"]["data_path"], sid_file, run_dir / "data", overwrite=True,
-                              log=lambda *a, **k: None, field=SID_FIELD, levels=levels)
-        spec["config"]["data_path"] = str(run_dir / "data")
-        spec["sid_fields"] = summary["fields"]
-        spec["sid_source"] = {"model": tokenizer, "seed": seed, "split_seed": split, "itemsid": str(sid_file),
-                              "levels": levels}
+        return sid_file, levels
 
 
 def tuning_path(tuning: Path, dataset: str, model: str) -> Path:
@@ -590,10 +749,12 @@ def split_seeds(count: int, start: int = 0) -> list[int | None]:
 def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dict, config_files=None,
              timeout: int | None = None, seed_start: int = 0, ctr_path: str | None = None,
              ctr_extra: dict | None = None, splits: int = 0, split_start: int = 0, split_root: str | None = None,
-             cold_ratio: float = 0.1, tune: bool = False, trials: int = 6, reference: str | None = None) -> list[Path]:
+             cold_ratio: float = 0.1, tune: bool = False, trials: int = 6, reference: str | None = None,
+             sid_cells: Path | None = None) -> list[Path]:
     check_names(datasets, models)
     tuning = out / "tuning"
-    grid = Grid(out, data_path, extra, config_files, timeout, ctr_path, ctr_extra, split_root, cold_ratio, tuning)
+    grid = Grid(out, data_path, extra, config_files, timeout, ctr_path, ctr_extra, split_root, cold_ratio, tuning,
+                sid_cells)
     split_list = split_seeds(splits, split_start)
     if tune:  # one search per model class, on the first split seed and the first model seed
         for dataset in datasets:
@@ -605,6 +766,10 @@ def run_grid(datasets, models, seeds: int, out: Path, data_path: str, extra: dic
     for dataset in datasets:
         if any(model_task(m) == "ctr" for m in models):
             print(f"CTR cells read {dataset} from {ctr_data_path(dataset, data_path, ctr_path)}", file=sys.stderr)
+        if any(model_task(m) == "seq" for m in models):
+            where = (f"the leave-one-out files under {Path(split_root or '') / 'seq'}/split<k>/" if splits > 0 else
+                     f"{Path(data_path) / dataset / (dataset + '.inter')} with RecBole's leave-one-out")
+            print(f"sequential cells read {dataset} from {where}", file=sys.stderr)
     started = time.time()
     for done, (dataset, label, seed, split) in enumerate(cells):
         state = "cached" if grid.cached(dataset, label, seed, split) else "running"
@@ -679,6 +844,9 @@ def collect(out: Path, dataset: str, models) -> list[dict]:
                 summary = summarize(values)
                 row[f"{key}_ci95"] = None if summary.ci_high is None else summary.ci_high - summary.mean
                 row["_cells"][key] = {_cell_key(c): v for c, v in zip(ok, values) if v is not None}
+        if row["task"] == "seq":  # test rows by their target: how many a cell's warm / cold numbers rest on
+            for part in ("warm", "cold"):
+                row[f"test_rows_{part}"] = _mean_std([c.get(f"test_rows_{part}") for c in ok])
         row["split_seeds"] = len({c.get("split_seed") for c in ok})
         row["at_cap"] = sum(1 for c in ok if c.get("hit_cap"))
         row["best_valid_score"] = _mean_std([c.get("best_valid_score") for c in ok])
@@ -795,13 +963,13 @@ def _p(value) -> str:
     return "—" if value is None else ("< 0.001" if value < 0.001 else f"{value:.3f}")
 
 
-def _ranking(rows, by_model, reference, part: str) -> list[str]:
+def _ranking(rows, by_model, reference, part: str, heading: str = "## ", titles: dict | None = None) -> list[str]:
     """One headline table: the top-k rows ranked by ``HEADLINE_METRIC`` on ``part`` (warm / cold / all)."""
     suffix = "" if part == "all" else f"_{part}"
     key = f"{HEADLINE_METRIC}{suffix}"
     ranked = sorted((r for r in rows if (r.get(key) or (None,))[0] is not None), key=lambda r: -r[key][0])
-    title = {"warm": "Warm items", "cold": "Cold items", "all": "All test rows"}[part]
-    lines = [f"## {title}: ranked by {key.replace('_', ' ')}", "",
+    title = (titles or {"warm": "Warm items", "cold": "Cold items", "all": "All test rows"})[part]
+    lines = [f"{heading}{title}: ranked by {key.replace('_', ' ')}", "",
              f"| # | model | cells | {key.replace('_', ' ')} | ndcg@10{suffix.replace('_', ' ')} | "
              f"Δ vs {reference or '—'} | p (cells) | p (users) | verdict |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -825,11 +993,16 @@ def _delta(cell_test) -> str:
     return text if cell_test.ci_low is None else f"{text} [{cell_test.ci_low:+.4f}, {cell_test.ci_high:+.4f}]"
 
 
-def _variant_table(rows, by_model, key: str = HEADLINE_METRIC, suffixes=("_warm", "_cold")) -> list[str]:
-    """Each named variant (``VARIANTS``: DAS's and COINS's ablations, the two-stage DAS) paired against its base
-    model on ``key`` in each test bucket of ``suffixes``."""
-    pairs = [(r, by_model[VARIANTS[r["model"]][0]]) for r in rows
-             if r["model"] in VARIANTS and VARIANTS[r["model"]][0] in by_model]
+def _variant_base(label: str) -> str | None:
+    """The base model a named variant (``VARIANTS``) is paired with; None for other labels."""
+    return VARIANTS[label][0] if label in VARIANTS else None
+
+
+def _variant_table(rows, by_model, key: str = HEADLINE_METRIC, suffixes=("_warm", "_cold"),
+                   base_of=_variant_base) -> list[str]:
+    """Each named variant (``VARIANTS``: DAS's, COINS's and QBERT4Rec's ablations, the two-stage DAS) paired against
+    its base model (``base_of``) on ``key`` in each test bucket of ``suffixes``."""
+    pairs = [(r, by_model[base_of(r["model"])]) for r in rows if base_of(r["model"]) in by_model]
     if not pairs:
         return []
     names = [(s.strip("_") or "all").replace("longtail", "long tail") for s in suffixes]
@@ -892,6 +1065,53 @@ def _ctr_tables(rows) -> list[str]:
     return lines + [""]
 
 
+def _seq_base(label: str) -> str | None:
+    """What a sequential row is paired with in the variants table: QBERT4Rec for its ablations and for QBERT4Rec on
+    another tokenizer's SIDs (``QBERT4Rec+SID-<tokenizer>``)."""
+    source = sid_feature_source(label)
+    return source[0] if source is not None else _variant_base(label)
+
+
+SEQ_TITLES = {"all": "All test rows", "warm": "Warm targets", "cold": "Cold targets"}
+SEQ_HOW_TO_READ = (
+    "How to read (sequential): next-item prediction, leave-one-out: each user's last interaction in time order is "
+    "the test target, the one before it the validation target, and the model ranks every item (full sort) after "
+    "the user's history. On split seeds a share of items is held out whole (`dataset_prep seq-cold-split`, the "
+    "same items as the top-k split of that seed): never in a training sequence or an input history, only as a "
+    "target. Test rows are split by their target: warm (an item with training rows) and cold (a held-out item; ID "
+    "models cannot reach those). Every number is a mean over cells (split seed x model seed) ± the half-width of "
+    "its 95 % Student-t interval; Δ, p (cells), p (users) (one test row per user) and the verdict as in the top-k "
+    "tables; † marks models with cells stopped by the epoch cap. The variants table pairs QBERT4Rec's ablations and "
+    "QBERT4Rec on other tokenizers' SIDs with QBERT4Rec.")
+
+
+def _seq_tables(rows, reference: str | None = None) -> list[str]:
+    """The sequential tables: rankings on all / warm / cold test targets against ``SEQ_REFERENCE`` (BERT4Rec) or
+    ``reference``, QBERT4Rec's variants against QBERT4Rec, every metric."""
+    by_model = {r["model"]: r for r in rows}
+    if reference is None:
+        reference = SEQ_REFERENCE if SEQ_REFERENCE in by_model else None
+    lines = ["## Sequential (next item, leave-one-out, full sort)", "", SEQ_HOW_TO_READ, "",
+             f"Reference of the paired tests: **{reference or 'none'}**", ""]
+    for part in ("all", "warm", "cold"):
+        lines += _ranking(rows, by_model, reference, part, heading="### ", titles=SEQ_TITLES)
+    variants = _variant_table(rows, by_model, HEADLINE_METRIC, ("", "_warm", "_cold"), base_of=_seq_base)
+    if variants:
+        lines += ["#" + variants[0]] + variants[1:]
+    cols = [f"{m}{p}" for p in PARTS["seq"] for m in TOPK_METRICS]
+    lines += ["### Every sequential metric (all / warm / cold test targets)", "",
+              "| model | cells | " + " | ".join(c.replace("_", " ") for c in cols) +
+              " | test rows warm | test rows cold | cells at cap | epochs | s/epoch | peak MB |",
+              "|---|---:|" + "---:|" * (len(cols) + 6)]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['seeds']} | " + " | ".join(_ci(r, c) for c in cols) +
+                     f" | {_fmt(((r.get('test_rows_warm') or (None,))[0], None), 0)}"
+                     f" | {_fmt(((r.get('test_rows_cold') or (None,))[0], None), 0)}"
+                     f" | {r.get('at_cap', 0)} | {_fmt(r['epochs_run'], 0)}"
+                     f" | {_fmt(r['seconds_per_epoch'], 2)} | {_fmt(r['peak_rss_mb'], 0)} |")
+    return lines + [""]
+
+
 def _topk_tables(rows, reference: str | None) -> list[str]:
     by_model = {r["model"]: r for r in rows}
     if reference is not None and reference not in by_model:
@@ -931,8 +1151,17 @@ def write_tables(out: Path, dataset: str, models, reference: str | None = None) 
     folder.mkdir(parents=True, exist_ok=True)
     lines = [f"# Leaderboard: {dataset}", ""]
     topk_rows = [r for r in rows if r["task"] == "topk"]
+    seq_rows = [r for r in rows if r["task"] == "seq"]
+    # --reference names the reference of the section its model is in (top-k by default)
+    seq_reference = reference if reference in {r["model"] for r in seq_rows} else None
+    topk_reference = None if seq_reference else reference
     if topk_rows:
-        lines += _topk_tables(topk_rows, reference)
+        lines += _topk_tables(topk_rows, topk_reference)
+    elif topk_reference is not None and seq_rows:  # a sequential-only table: say the name matched nothing
+        raise DataError(f"--reference {topk_reference!r} has no finished cell (models: "
+                        f"{', '.join(r['model'] for r in rows)})")
+    if seq_rows:
+        lines += _seq_tables(seq_rows, seq_reference)
     ctr_rows = [r for r in rows if r["task"] == "ctr"]
     if ctr_rows:
         lines += _ctr_tables(ctr_rows)
@@ -1017,14 +1246,18 @@ def parse_set(items) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m recbole_sid.leaderboard", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", action="append", default=[], help="dataset name (repeatable)")
-    parser.add_argument("--task", choices=["topk", "ctr", "all"], default="topk")
+    parser.add_argument("--task", choices=["topk", "ctr", "seq", "all"], default="topk",
+                        help="default models: top-k, CTR, sequential (SASRec, BERT4Rec, QBERT4Rec and its variants) "
+                        "or all three")
     parser.add_argument("--models", nargs="*", help="models to run (default: every baseline and plugin model)")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (2020, 2021, ...)")
     parser.add_argument("--seed-start", type=int, default=0,
                         help="skip the first N seeds (e.g. to share a grid between two workers)")
     parser.add_argument("--split-seeds", type=int, default=0,
                         help="number of cold-split seeds (2020, 2021, ...), each split written by dataset_prep "
-                        "cold-split under --split-root; 0: the dataset's own files as they are")
+                        "cold-split under --split-root (sequential cells: dataset_prep seq-cold-split under "
+                        "<split-root>/seq, the same held-out items); 0: the dataset's own files as they are "
+                        "(sequential cells: RecBole's leave-one-out on the unsplit NAME.inter)")
     parser.add_argument("--split-start", type=int, default=0, help="skip the first N split seeds")
     parser.add_argument("--split-root", default="dataset/splits", help="folder of the split seeds' data")
     parser.add_argument("--cold-ratio", type=float, default=0.1, help="share of items each split holds out")
@@ -1034,8 +1267,12 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, default=6, help="configurations per model in the search (the same "
                         "budget for every model)")
     parser.add_argument("--reference", help="model the paired tests compare with (default: the two-stage SID model "
-                        "with the best mean validation score)")
+                        "with the best mean validation score; sequential: BERT4Rec)")
     parser.add_argument("--out", default="results")
+    parser.add_argument("--sid-cells", help="the --out folder of a top-k run whose tokenizer cells (same split and "
+                        "seed) give the <model>+SID-<tokenizer> labels their SIDs, e.g. the sequential benchmark "
+                        "reading the top-k benchmark's RQKMeans and DAS cells; a missing one is run there, with that "
+                        "folder's search (default: --out)")
     parser.add_argument("--data-path", default="dataset/")
     parser.add_argument("--config-files", nargs="*", help="yaml files passed to every run")
     parser.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="config overrides for every run")
@@ -1072,7 +1309,8 @@ def main(argv=None) -> int:
         paths = run_grid(args.dataset, models, args.seeds, out, args.data_path, parse_set(args.set),
                          args.config_files, args.timeout, args.seed_start, args.ctr_data_path,
                          parse_set(args.ctr_set), args.split_seeds, args.split_start, args.split_root,
-                         args.cold_ratio, args.tune, args.trials, args.reference)
+                         args.cold_ratio, args.tune, args.trials, args.reference,
+                         Path(args.sid_cells) if args.sid_cells else None)
     for path in paths:
         print(path)
     if args.readme:

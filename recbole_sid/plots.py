@@ -19,7 +19,7 @@ TOPK_BARS = [f"{m}{part}" for part in ("_warm", "_cold") for m in TOPK_METRICS]
 #: subplots of ``metrics_ctr.png``: one per CTR metric, bars for all / warm / cold test users
 CTR_BARS = {m: [f"{m}{part}" for part in PARTS["ctr"]] for m in CTR_METRICS}
 CURVES = ("train_loss", "valid_score")
-TASK_TITLES = {"topk": "top-k", "ctr": "CTR"}
+TASK_TITLES = {"topk": "top-k", "ctr": "CTR", "seq": "sequential"}
 
 
 class PlotDependencyError(ImportError):
@@ -72,8 +72,8 @@ def plot_data(out: Path, dataset: str, models: list[str]) -> dict:
         if not row["seeds"]:
             continue  # no cells, or only failed ones
         model, task = row["model"], row["task"]
-        if task == "topk":
-            data.setdefault("metrics_topk", {})[model] = {key: _with_ci(row, key) for key in TOPK_BARS}
+        if task in ("topk", "seq"):  # sequential rows have the top-k metrics (all / warm / cold targets)
+            data.setdefault(f"metrics_{task}", {})[model] = {key: _with_ci(row, key) for key in TOPK_BARS}
         else:
             data.setdefault("metrics_ctr", {})[model] = {key: _with_ci(row, key) for bars in CTR_BARS.values()
                                                          for key in bars}
@@ -145,9 +145,9 @@ def _save(fig, canvas_cls, path: Path) -> Path:
 def _metrics_figure(Figure, dataset: str, task: str, rows: dict):
     """Grouped bar chart of one task's test metrics (one group per model)."""
     models = list(rows)
-    panels = {"": TOPK_BARS} if task == "topk" else CTR_BARS
+    panels = CTR_BARS if task == "ctr" else {"": TOPK_BARS}
     width = min(14.0, max(6.0, 1.1 * len(models) + 2))
-    fig = Figure(figsize=(width * (1 if task == "topk" else 1.6), 4.5), layout="constrained")
+    fig = Figure(figsize=(width * (1.6 if task == "ctr" else 1), 4.5), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (metric, keys) in zip(axes, panels.items()):
         series = {key.replace("_", " ") + ("" if "_" in key else " (all)"): [rows[m][key] for m in models]
@@ -212,14 +212,14 @@ def write_plots(out: Path, dataset: str, models: list[str]) -> list[Path]:
     shown = [model for model in models if any(model in plot for plot in data.values())]
     styles = {model: _style(i) for i, model in enumerate(shown)}
     written = []
-    for task in ("topk", "ctr"):
+    for task in ("topk", "ctr", "seq"):
         if data.get(f"metrics_{task}"):
             fig = _metrics_figure(Figure, dataset, task, data[f"metrics_{task}"])
             written.append(_save(fig, canvas_cls, folder / f"metrics_{task}.png"))
     if data.get("codebook_usage"):
         written.append(_save(_usage_figure(Figure, dataset, data["codebook_usage"], styles), canvas_cls,
                              folder / "codebook_usage.png"))
-    curve_tasks = [task for task in ("topk", "ctr") if data.get(f"curves_{task}")]
+    curve_tasks = [task for task in ("topk", "ctr", "seq") if data.get(f"curves_{task}")]
     for task in curve_tasks:
         name = f"curves_{task}.png" if len(curve_tasks) > 1 else "curves.png"
         written.append(_save(_curves_figure(Figure, dataset, task, data[f"curves_{task}"], styles), canvas_cls,
