@@ -3,6 +3,11 @@
 Accepts RecBole's flags (``--model/-m``, ``--dataset/-d``, ``--config_files``, ``--nproc``, ``--ip``, ``--port``,
 ``--world_size``, ``--group_offset``) and passes every ``--key=value`` to the config as RecBole does. Bad
 model, dataset, config file or override: one paragraph on stderr and exit status 2.
+
+Distributed training (``docs/scale.md``): ``--nproc=N`` starts N processes here (DDP: NCCL on CUDA GPUs, gloo on the
+CPU); several nodes take RecBole's ``--world_size``/``--group_offset``/``--ip``/``--port``; under torchrun
+(``torchrun --nproc_per_node=N -m recbole_sid ...``) each process reads its rank from torchrun's variables. The
+results are printed by the process of global rank 0 only.
 """
 from __future__ import annotations
 
@@ -28,11 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", "-m", type=str, default="BPR", help="name of the model (default: BPR)")
     parser.add_argument("--dataset", "-d", type=str, default="ml-100k", help="name of the dataset (default: ml-100k)")
     parser.add_argument("--config_files", type=str, default=None, help="config files, separated by spaces")
-    parser.add_argument("--nproc", type=int, default=1, help="number of processes (distributed: CUDA/NCCL only)")
-    parser.add_argument("--ip", type=str, default="localhost", help="ip of the master node")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="number of processes on this node; > 1: distributed (DDP) training, with NCCL on CUDA "
+                             "GPUs (list them: --gpu_id='0,1') and gloo on the CPU")
+    parser.add_argument("--ip", type=str, default="localhost", help="ip of the master node (rank 0's)")
     parser.add_argument("--port", type=str, default="5678", help="port of the master node")
-    parser.add_argument("--world_size", type=int, default=-1, help="total number of jobs")
-    parser.add_argument("--group_offset", type=int, default=0, help="global rank offset of this group")
+    parser.add_argument("--world_size", type=int, default=-1,
+                        help="total number of processes over all nodes (default: --nproc)")
+    parser.add_argument("--group_offset", type=int, default=0, help="global rank of this node's first process")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE first (it may call recbole_sid.register_model); repeatable. "
                              "The environment variable RECBOLE_SID_PLUGINS takes a comma-separated list too")
@@ -76,6 +84,7 @@ def main(argv=None) -> int:
 
     import recbole_sid
     from recbole_sid.config import parse_cmd_args
+    from recbole_sid.distributed import DistributedRunError
     from recbole_sid.exceptions import RecBoleSIDError
 
     plugins = args.plugin + recbole_sid.plugins_from_env()
@@ -105,6 +114,11 @@ def main(argv=None) -> int:
         result = run(args.model, args.dataset, config_file_list=config_files, nproc=args.nproc,
                      world_size=args.world_size, ip=args.ip, port=args.port, group_offset=args.group_offset,
                      cmd_args=cmd_args)
+    except DistributedRunError as exc:
+        if os.environ.get("RECBOLE_SID_DEBUG"):
+            traceback.print_exc()
+        print(_paragraph(str(exc)), file=sys.stderr)
+        return EXIT_FAILED
     except RecBoleSIDError as exc:
         print(_paragraph(str(exc)), file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -249,11 +249,207 @@ def recbole_pandas_warnings_silenced():
         yield
 
 
+# --- distributed training: the backend, torchrun's environment -------------------------------------------------
+# Breaks: RecBole 1.2.1 ``Config._init_device`` starts every distributed run (``local_rank`` in the config) with
+# ``init_process_group(backend="nccl", init_method="tcp://<ip>:<port>")``, asserts ``len(gpu_id) >= nproc`` and puts
+# the model on ``cuda:<local_rank>``. On a machine without CUDA (or with ``gpu_id: ''`` / ``use_gpu: False``)
+# ``--nproc=2`` dies with "Distributed package doesn't have NCCL built in" or a bare AssertionError; CPU processes,
+# which torch supports with the gloo backend, cannot be used at all. Under torchrun, whose agent may already serve the
+# rendezvous store on MASTER_PORT, a ``tcp://`` rank 0 fails to bind that port; torchrun's workers must initialise
+# from the environment (``env://``).
+# The shim is called by the plugin's ``Config._init_device`` for distributed runs only (single-process runs keep
+# RecBole's code; RecBole's own ``Config`` is not patched): RecBole's code still normalises ``gpu_id`` and sets
+# CUDA_VISIBLE_DEVICES; then NCCL and ``cuda:<local_rank>`` when the run uses CUDA (RecBole's choice), gloo and the
+# CPU otherwise; ``env://`` when RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT describe this very process,
+# ``tcp://<ip>:<port>`` otherwise; too few GPUs is a ConfigError that says what to set. Every rank but the global
+# rank 0 (``local_rank + offset``; RecBole tests ``local_rank``, so each node's first process would log and write)
+# logs errors only. Fix upstream: none released as of 1.2.1; delete when RecBole chooses the backend itself.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def launched_from_environment(rank: int, world_size: int, environ=None) -> bool:
+    """Whether torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) describe this process."""
+    environ = os.environ if environ is None else environ
+    if not all(environ.get(name) for name in TORCHRUN_VARIABLES):
+        return False
+    try:
+        return int(environ["RANK"]) == int(rank) and int(environ["WORLD_SIZE"]) == int(world_size)
+    except ValueError:
+        return False
+
+
+def distributed_uses_cuda(final: dict) -> bool:
+    """A distributed run uses CUDA (NCCL) when a GPU is visible, ``gpu_id`` names one and ``use_gpu`` is not False."""
+    import torch
+
+    return bool(torch.cuda.is_available() and str(final.get("gpu_id") or "") and final.get("use_gpu") is not False)
+
+
+def check_cuda_processes(final: dict, nproc: int) -> None:
+    """ConfigError unless ``gpu_id`` lists and CUDA shows at least ``nproc`` GPUs (one per process of this node)."""
+    import torch
+
+    from recbole_sid.exceptions import ConfigError
+
+    listed = [g for g in str(final.get("gpu_id") or "").split(",") if g.strip()]
+    if len(listed) < nproc or torch.cuda.device_count() < nproc:
+        raise ConfigError(
+            f"--nproc={nproc} on CUDA needs {nproc} GPUs, one per process: gpu_id = '{final.get('gpu_id')}' lists "
+            f"{len(listed)} and {torch.cuda.device_count()} are visible. List them (--gpu_id='0,1'), or run CPU "
+            f"processes with the gloo backend (--use_gpu=False).")
+
+
+def init_distributed_device(config, recbole_init_device) -> None:
+    """The distributed branch of ``Config._init_device`` for ``config`` (see the comment above).
+
+    ``recbole_init_device`` is RecBole's own method; it runs with ``local_rank`` hidden, so that it only normalises
+    ``gpu_id`` and sets CUDA_VISIBLE_DEVICES (its single-process branch).
+    """
+    import torch
+    import torch.distributed as dist
+
+    from recbole_sid.exceptions import ConfigError
+
+    final = config.final_config_dict
+    local_rank = int(final.pop("local_rank"))
+    try:
+        recbole_init_device(config)
+    finally:
+        final["local_rank"] = local_rank
+    nproc = int(final.get("nproc") or 1)
+    offset = int(final.get("offset") or 0)
+    world_size = int(final.get("world_size") or nproc)
+    rank = local_rank + offset
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"distributed run: process rank {rank} (local_rank {local_rank} + group_offset {offset}) is "
+                          f"outside world_size {world_size}; --world_size must count every process of every node")
+    if distributed_uses_cuda(final):
+        check_cuda_processes(final, nproc)
+        backend, device = "nccl", torch.device("cuda", local_rank)
+        torch.cuda.set_device(local_rank)
+    else:
+        backend, device = "gloo", torch.device("cpu")
+    if launched_from_environment(rank, world_size):
+        init_method = "env://"
+    else:
+        init_method = f"tcp://{final.get('ip') or 'localhost'}:{final.get('port')}"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=world_size)
+    final.update({"device": device, "single_spec": False, "world_size": world_size, "offset": offset})
+    if rank != 0:
+        final.update({"state": "error", "show_progress": False, "verbose": False})
+
+
+# --- distributed training: folders created by several processes at once ---------------------------------------
+# Breaks: RecBole 1.2.1 ``recbole.utils.ensure_dir`` is ``if not os.path.exists(d): os.makedirs(d)``. The processes
+# of a distributed run start together and all create ``./log``, ``./log/<model>`` and ``checkpoint_dir``: the slower
+# one finds the folder made between its test and its ``makedirs`` and dies with ``FileExistsError: './log'`` (seen
+# under torchrun with 2 CPU processes). The shim replaces the name in RecBole's modules with
+# ``os.makedirs(d, exist_ok=True)`` (same result, no race). Fix upstream: none as of 1.2.1.
+def _ensure_dir(dir_path):
+    """Make sure ``dir_path`` exists (RecBole's ``ensure_dir`` without its exists-then-create race)."""
+    os.makedirs(dir_path, exist_ok=True)
+
+
+def ensure_dir_race_free() -> bool:
+    """Swap RecBole's ``ensure_dir`` for :func:`_ensure_dir` in every loaded ``recbole`` module that holds it."""
+    import recbole.utils
+    import recbole.utils.utils as utils_module
+
+    original = utils_module.__dict__.get("ensure_dir")
+    if original is _ensure_dir:
+        return False
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] == "recbole" and module is not None and getattr(module, "ensure_dir", None) is original:
+            module.ensure_dir = _ensure_dir
+    return True
+
+
+# --- distributed training: RecBole's trainer on CPU processes ---------------------------------------------------
+# Breaks: RecBole 1.2.1 ``AbstractTrainer.__init__`` converts the model's BatchNorm layers with
+# ``SyncBatchNorm.convert_sync_batchnorm`` and wraps it in ``DistributedDataParallel(model,
+# device_ids=[local_rank])`` for every distributed run. Both are GPU-only: a CPU module raises "DistributedDataParallel
+# device_ids and output_device arguments only work with single-device/multiple-device GPU modules or CPU modules" and,
+# with a BatchNorm layer, "SyncBatchNorm layers only work with GPU modules". The shim wraps ``__init__``: a model on
+# the CPU is wrapped without ``device_ids`` and its BatchNorm layers stay per-process (their statistics are not
+# synchronised across CPU processes); CUDA models and single-process runs go through RecBole's code unchanged.
+# Fix upstream: none released as of 1.2.1; delete with the backend shim above.
+def trainer_ddp_on_cpu() -> bool:
+    """Let RecBole's trainers wrap a CPU model in DistributedDataParallel (see the comment above)."""
+    from recbole.trainer.trainer import AbstractTrainer
+
+    original = AbstractTrainer.__dict__["__init__"]
+    if getattr(original, "__wrapped__", None) is not None:
+        return False
+
+    def __init__(self, config, model):
+        if config["single_spec"] or any(p.device.type != "cpu" for p in model.parameters()):
+            return original(self, config, model)
+        from torch.nn.parallel import DistributedDataParallel
+
+        self.config = config
+        self.model = model
+        self.distributed_model = DistributedDataParallel(model)
+
+    __init__.__wrapped__ = original
+    AbstractTrainer.__init__ = __init__
+    return True
+
+
+# --- distributed training: who writes the checkpoint -------------------------------------------------------------
+# Breaks: RecBole 1.2.1 ``Trainer._save_checkpoint`` skips the write only when ``local_rank != 0``, so in a run over
+# several nodes the first process of EVERY node writes the checkpoint (on a shared file system: several writers of
+# one file). Not installed on the class: the plugin's runner calls this on each trainer of a distributed run, and
+# then only the global rank 0 (``local_rank + offset``) writes. Fix upstream: none as of 1.2.1.
+def checkpoints_from_rank_zero(trainer, rank: int) -> None:
+    """Make ``trainer`` write checkpoints only when ``rank`` (this process's global rank) is 0."""
+    if rank == 0 or getattr(trainer._save_checkpoint, "_rank_zero_only", False):
+        return
+
+    def _save_checkpoint(*args, **kwargs):  # another rank writes nothing
+        return None
+
+    _save_checkpoint._rank_zero_only = True
+    trainer._save_checkpoint = _save_checkpoint
+
+
+# --- distributed training: reloading a checkpoint written by a distributed run ---------------------------------
+# Breaks: RecBole 1.2.1 pickles the run's ``Config`` into every checkpoint together with the writing process's
+# distributed state (``single_spec: False``, ``local_rank``, ``world_size``, ``device: cuda:<local_rank>``).
+# ``load_data_and_model`` then builds dataloaders with a ``DistributedSampler`` ("Default process group has not been
+# initialized") and moves the model to that GPU (RecBole issue #2063: a checkpoint from a multi-GPU run does not
+# reload). A state dict taken from the ``DistributedDataParallel`` wrapper instead of the model (other scripts do,
+# RecBole's trainer does not) has every key prefixed ``module.``. The shim turns the checkpoint's config back into
+# a single-process one on this machine's device and strips that prefix. Fix upstream: none as of 1.2.1.
+def single_process_config(config):
+    """Make a checkpoint's ``config`` a single-process one (in place; returns it): ``single_spec`` True,
+    ``local_rank`` 0 and the device chosen again for this machine (CUDA when it has one and ``gpu_id`` names one)."""
+    import torch
+
+    final = config.final_config_dict
+    final["single_spec"] = True
+    final["local_rank"] = 0
+    gpu_id = str(final.get("gpu_id") or "")
+    use_cuda = torch.cuda.is_available() and bool(gpu_id) and final.get("use_gpu") is not False
+    final["device"] = torch.device("cuda") if use_cuda else torch.device("cpu")
+    return config
+
+
+def unwrap_state_dict(state_dict):
+    """``state_dict`` without the ``module.`` prefix DistributedDataParallel adds (unchanged when not every key has it)."""
+    keys = list(state_dict)
+    if keys and all(key.startswith("module.") for key in keys):
+        return type(state_dict)((key[len("module."):], value) for key, value in state_dict.items())
+    return state_dict
+
+
 SHIMS = {
     "numpy_aliases": numpy_aliases,
     "scipy_dok_update": scipy_dok_update,
     "trainer_checkpoint_loading": trainer_checkpoint_loading,
     "explain_quick_start_import": explain_quick_start_import,
+    "trainer_ddp_on_cpu": trainer_ddp_on_cpu,
+    "ensure_dir_race_free": ensure_dir_race_free,
 }
 
 

@@ -16,7 +16,10 @@ Differences from ``recbole.config.Config``, each on purpose:
   raises ``ConfigError`` naming the key, the value and the expected type; an unknown key is logged as a warning
   with close spellings;
 * on a machine without a usable CUDA device ``use_gpu`` is set to False (RecBole logs ``use_gpu = True`` beside
-  ``device = cpu``), with a notice.
+  ``device = cpu``), with a notice;
+* a process of a distributed run (``local_rank`` set) initialises torch.distributed with NCCL on CUDA and gloo on
+  the CPU, from torchrun's environment or ``tcp://ip:port`` (``recbole_sid.compat.init_distributed_device``;
+  RecBole's own code only knows NCCL).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from logging import getLogger
 
 from recbole.config.configurator import Config as RecBoleConfig
 
-from recbole_sid import config_checks
+from recbole_sid import compat, config_checks
 from recbole_sid.exceptions import ConfigError
 from recbole_sid.utils import canonical_model_name, check_config_dependencies, get_model, plugin_yaml_files
 
@@ -178,7 +181,10 @@ class Config(RecBoleConfig):
             )
 
     def _init_device(self):
-        super()._init_device()
+        if "local_rank" in self.final_config_dict:  # a process of a distributed run: NCCL on CUDA, gloo on the CPU
+            compat.init_distributed_device(self, RecBoleConfig._init_device)
+        else:
+            super()._init_device()
         device = self.final_config_dict.get("device")
         if self.final_config_dict.get("use_gpu") and getattr(device, "type", None) == "cpu":
             import torch

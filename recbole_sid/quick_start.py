@@ -22,10 +22,18 @@ from recbole.data import create_dataset, data_preparation
 from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
-from recbole_sid.compat import recbole_pandas_warnings_silenced
+from recbole_sid.compat import (
+    check_cuda_processes,
+    distributed_uses_cuda,
+    recbole_pandas_warnings_silenced,
+    single_process_config,
+    unwrap_state_dict,
+)
 from recbole_sid.config import Config
 from recbole_sid.data.text import ATOMIC_TYPES, read_atomic_header
 from recbole_sid.data.negatives import apply_warm_negatives
+from recbole_sid.distributed import ddp
+from recbole_sid.distributed.launch import check_process_layout, spawn, torchrun_environment
 from recbole_sid.evaluation import PerUserCapture, add_gauc, evaluate_warm_cold, select_valid_rows
 from recbole_sid.exceptions import ConfigError, DataError, DatasetNotFoundError
 from recbole_sid.model.item_id_dropout import apply_item_id_dropout
@@ -177,7 +185,8 @@ def prepare_run(config):
     apply_warm_negatives(config, train_data)
     valid_data = select_valid_rows(config, dataset, valid_data, train_data)
 
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    # RecBole seeds each process with seed + local_rank; the global rank keeps the processes of several nodes apart
+    init_seed(config["seed"] + ddp.global_rank(config), config["reproducibility"])
     model = config.model_class(config, train_data._dataset).to(config["device"])
     apply_item_id_dropout(config, model, train_data._dataset)
     logger.info(model)
@@ -197,9 +206,12 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     dataset, train_data, valid_data, test_data, model = prepare_run(config)
     logger = getLogger()
     _log_flops(model, dataset, config, logger)
+    distributed = ddp.is_distributed(config)
+    ddp.prepare_model(model, config)  # distributed: phase 1 identical on every rank, rank 0 alone writes SIDs
 
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     name_run(trainer, config)  # a checkpoint file of this run's own (RecBole's name is only to the second)
+    ddp.prepare_trainer(trainer, config)  # distributed: rank 0's run name everywhere, rank 0 alone checkpoints
     valid_curve, epoch_seconds = [], []
     _time_training_epochs(trainer, epoch_seconds)
     fit_start = time.perf_counter()
@@ -211,8 +223,12 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
     sid_files = None
     if hasattr(model, "export_codes") and config["sid_export"] is not False:  # a CTR model with its own codes
         sid_files = model.export_codes(run_folder(config, trainer.run_name))
+    load_best = saved
+    if distributed and saved:
+        ddp.load_best_model(trainer, config)  # rank 0 reads the checkpoint, every rank gets its state
+        load_best = False
     with PerUserCapture(trainer) as capture:
-        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+        test_result = trainer.evaluate(test_data, load_best_model=load_best, show_progress=config["show_progress"])
         add_gauc(test_result, capture.take_gauc(test_data))
         per_user_all = capture.take(test_data)
         breakdown = evaluate_warm_cold(trainer, config, dataset, test_data, show_progress=config["show_progress"],
@@ -251,15 +267,16 @@ def run_recbole(model=None, dataset=None, config_file_list=None, config_dict=Non
         result.update(extra)
     if saved and getattr(trainer, "saved_model_file", None):
         result["model_file"] = trainer.saved_model_file
-    if not config["single_spec"]:
+    if distributed:
+        result["ddp"] = ddp.replica_report(model, config)
         dist.destroy_process_group()
-    if config["local_rank"] == 0 and queue is not None:
+    if ddp.is_main_process(config) and queue is not None:  # RecBole: local_rank 0, i.e. one per node
         queue.put(result)
     return result
 
 
 def run_recboles(rank, *args):
-    """Entry point of one process of a distributed run (``torch.multiprocessing.spawn``)."""
+    """Entry point of one process of a distributed run (``torch.multiprocessing.spawn``); ``rank`` is the local one."""
     kwargs = args[-1]
     if not isinstance(kwargs, MutableMapping):
         raise ValueError(f"The last argument of run_recboles should be a dict, but got {type(kwargs)}")
@@ -270,24 +287,47 @@ def run_recboles(rank, *args):
 
 def run(model, dataset, config_file_list=None, config_dict=None, saved=True, nproc=1, world_size=-1,
         ip="localhost", port="5678", group_offset=0, cmd_args=None):
-    """Single-process or distributed run, with the arguments of RecBole's ``run_recbole.py``."""
+    """Single-process or distributed run, with the arguments of RecBole's ``run_recbole.py``.
+
+    Distributed (``recbole_sid.distributed.launch``): ``nproc`` processes here (``world_size`` in all, this node's
+    first rank ``group_offset``, rank 0's node at ``ip``:``port``), DDP with NCCL on CUDA GPUs and gloo on the CPU;
+    or, when torchrun's variables (RANK, WORLD_SIZE, ...) are set, this process alone as the rank they name.
+    Returns RecBole's result dict from the process of global rank 0; None on other nodes and torchrun ranks.
+    """
+    env = torchrun_environment()
+    if env is not None:
+        if nproc != 1 or world_size > 0:
+            raise ConfigError(f"this process was started by torchrun (RANK={os.environ['RANK']}, WORLD_SIZE="
+                              f"{os.environ['WORLD_SIZE']}): torchrun sets the processes, so --nproc and "
+                              f"--world_size must not be given (use torchrun's --nproc_per_node / --nnodes)")
+        config_dict = dict(config_dict or {})
+        config_dict.update(env)
+        result = run_recbole(model=model, dataset=dataset, config_file_list=config_file_list,
+                             config_dict=config_dict, saved=saved, cmd_args=cmd_args)
+        return result if env["local_rank"] + env["offset"] == 0 else None
     if nproc == 1 and world_size <= 0:
         return run_recbole(model=model, dataset=dataset, config_file_list=config_file_list,
                            config_dict=config_dict, saved=saved, cmd_args=cmd_args)
-    if not torch.cuda.is_available() or torch.cuda.device_count() < nproc:
-        raise ConfigError(
-            f"--nproc={nproc} asks for distributed training, which RecBole 1.2.1 runs with the NCCL backend only: "
-            f"it needs {nproc} CUDA GPUs, and this machine has {torch.cuda.device_count()}. Use --nproc=1."
-        )
     if world_size == -1:
         world_size = nproc
+    check_process_layout(nproc, world_size, group_offset)
+    # Check the config and the data here, once, before any process starts (bad keys, missing files, too few GPUs).
+    checked = build_config(model, dataset, config_file_list, dict(config_dict or {}), cmd_args)
+    check_dataset_files(checked)
+    if distributed_uses_cuda(checked.final_config_dict):
+        check_cuda_processes(checked.final_config_dict, nproc)
+    config_dict = dict(config_dict or {})
+    config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
+    if nproc == 1:  # this node's one process of a run over several nodes: this process (no spawn)
+        config_dict["local_rank"] = 0
+        result = run_recbole(model=model, dataset=dataset, config_file_list=config_file_list,
+                             config_dict=config_dict, saved=saved, cmd_args=cmd_args)
+        return result if group_offset == 0 else None
     import torch.multiprocessing as mp
 
     queue = mp.get_context("spawn").SimpleQueue()
-    config_dict = dict(config_dict or {})
-    config_dict.update({"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset})
     kwargs = {"config_dict": config_dict, "queue": queue, "saved": saved, "cmd_args": cmd_args}
-    mp.spawn(run_recboles, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True)
+    spawn(run_recboles, nproc, (model, dataset, config_file_list, kwargs))
     return None if queue.empty() else queue.get()
 
 
@@ -303,7 +343,11 @@ def load_data_and_model(model_file):
         raise FileNotFoundError(f"Checkpoint not found: {model_file}")
     # weights_only=False: a RecBole/recbole-sid checkpoint pickles the Config object (see docstring).
     checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
-    config = checkpoint["config"]
+    # A checkpoint of a distributed run pickles that process's DDP state (DistributedSampler loaders, cuda:<rank>);
+    # it reloads as a single-process run on this machine (recbole_sid.compat.single_process_config).
+    config = single_process_config(checkpoint["config"])
+    if hasattr(config, "compatibility_settings"):  # what Config() does and unpickling does not (np.float, ...)
+        config.compatibility_settings()
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -318,7 +362,7 @@ def load_data_and_model(model_file):
 
     init_seed(config["seed"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    model.load_state_dict(checkpoint["state_dict"])
+    model.load_state_dict(unwrap_state_dict(checkpoint["state_dict"]))
     model.load_other_parameter(checkpoint.get("other_parameter"))
     apply_item_id_dropout(config, model, train_data._dataset)
     return config, model, dataset, train_data, valid_data, test_data

@@ -102,14 +102,6 @@ def test_malformed_override(bad, in_tmp):
     assert "Traceback" not in out.stderr
 
 
-def test_nproc_without_gpus_is_explained(in_tmp):
-    if __import__("torch").cuda.device_count() >= 2:
-        pytest.skip("this machine has GPUs: distributed mode would really start")
-    out = run_cli(["--model=BPR", "--nproc=2"], in_tmp)
-    assert out.returncode == 2
-    assert "NCCL" in out.stderr and "--nproc=1" in out.stderr
-
-
 def test_registered_model_runs_by_name_with_its_yaml(in_tmp):
     """A model defined outside the plugin, added with register_model, runs through the CLI by name."""
     (in_tmp / "tiny_ext.yaml").write_text("embedding_size: 7\ntiny_marker: from-yaml\n")
