@@ -93,6 +93,9 @@ COINS_ABLATIONS = {
 VARIANTS.update(COINS_ABLATIONS)
 #: COINS with DeepFM's FM part (``coins_fm``, off by default): whether it helps decides the default
 VARIANTS["COINS-fm"] = ("COINS", {"coins_fm": True})
+#: COINS with DeepFM's first-order part except the item bias (``coins_first_order``): the baselines' linear path from
+#: the numerical feature hist_sim and the field biases to the logit, which COINS's tower lacks
+VARIANTS["COINS-first-order"] = ("COINS", {"coins_first_order": True})
 #: QBERT4Rec's ablations (issue 15; keys of properties/model/QBERT4Rec.yaml): SIDs of the raw text embedding (no
 #: cross-modal injection), span masks only in pretraining, no pretraining (tail-mask fine-tuning from the start)
 QBERT4REC_ABLATIONS = {

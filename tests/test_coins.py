@@ -375,3 +375,33 @@ def test_ablations_no_opq_and_fixed_gate(ctr_root, in_tmp):
     result = run_recbole(model="COINS", dataset="ctr", cmd_args=[], saved=False,
                          config_dict=ctr_config(ctr_root, coins_opq_subspaces=0, coins_gate="fixed", epochs=2))
     assert 0.0 <= result["test_result"]["auc"] <= 1.0
+
+
+def test_first_order_part_has_no_item_bias(ctr_root):
+    """``coins_first_order: True``: logit = DNN logit + RecBole's first-order term over every field; the item_id
+    rows of its token table are zero at init and stay zero through training, the other rows learn."""
+    _, _, train, _, _, model = build(ctr_root, coins_first_order=True, cold_simulation_prob=0.0, dropout_prob=0.0)
+    linear = model.first_order_linear
+    k = linear.token_field_names.index("item_id")
+    start, size = int(linear.token_field_offsets[k]), int(linear.token_field_dims[k])
+    weight = linear.token_embedding_table.embedding.weight
+    assert float(weight[start:start + size].abs().max()) == 0.0 and float(weight.abs().max()) > 0
+    before = weight.detach().clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    model.train()
+    for batch in list(iter(train))[:3]:
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        (sum(loss) if isinstance(loss, tuple) else loss).backward()
+        optimizer.step()
+    assert float(weight[start:start + size].abs().max()) == 0.0
+    assert not torch.equal(weight, before)
+    model.eval()
+    batch = next(iter(train))
+    parts = model.forward_parts(batch)
+    without = parts["logit"] - linear(batch).squeeze(-1)
+    _, others = model._fields(batch)
+    flat = others.reshape(others.shape[0], -1)
+    dnn = model.predict_layer(model.mlp_layers(torch.cat([flat, parts["item_emb"], parts["opq_emb"]], 1))).squeeze(-1)
+    assert torch.allclose(without, dnn, atol=1e-5)
+    assert not hasattr(build(ctr_root)[-1], "first_order_linear")

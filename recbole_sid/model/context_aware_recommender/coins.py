@@ -109,15 +109,18 @@ class COINS(ContextRecommender):
         self.transfer_normalize = bool(cfg(config, "transfer_normalize", True))
         gate_hidden = list(cfg(config, "gate_hidden_size", [64]) or [])
         self.use_fm = bool(cfg(config, "coins_fm", False))
+        self.use_first_order = bool(cfg(config, "coins_first_order", False))
 
         if self.ITEM_ID not in self.token_field_names:
             raise ConfigError(f"COINS needs the item id field '{self.ITEM_ID}' among the model's token fields")
         # position of the item id embedding inside embed_input_fields' sparse output [token_seq..., token...]
         self._item_slot = len(self.token_seq_field_names) + self.token_field_names.index(self.ITEM_ID)
         self._item_offset = int(self.token_field_offsets[self.token_field_names.index(self.ITEM_ID)])
-        # COINS has no FM first-order part: an item-id bias would bring back the untrained ID of cold items.
-        del self.first_order_linear
-
+        # The FM first-order part (RecBole's ``first_order_linear``: a bias per token, a weight per numerical feature)
+        # is off by default: an item-id bias would bring back the untrained ID of cold items. ``coins_first_order``
+        # keeps it for every field but item_id, whose rows are zeroed at init and never updated (gradient masked).
+        if not self.use_first_order:
+            del self.first_order_linear
         # 1. codes (training-free, deterministic for the config seed)
         rq_codes, opq_codes = self._encode_items(config, dataset)
         self.item_tokens = np.asarray(dataset.field2id_token[self.ITEM_ID])
@@ -167,6 +170,8 @@ class COINS(ContextRecommender):
         self.fm = BaseFactorizationMachine(reduce_sum=True) if self.use_fm else None
         self.loss = nn.BCEWithLogitsLoss()
         self.apply(self._init_weights)
+        if self.use_first_order:
+            self._freeze_item_bias()
 
     # --- codes ---------------------------------------------------------------------------------------------
     def _encode_items(self, config, dataset):
@@ -263,6 +268,19 @@ class COINS(ContextRecommender):
             if module.bias is not None:
                 constant_(module.bias.data, 0)
 
+    def _freeze_item_bias(self) -> None:
+        """First-order part without a per-item bias: the item_id rows of its token table are zero and stay zero."""
+        linear = self.first_order_linear
+        k = linear.token_field_names.index(self.ITEM_ID)
+        start = int(linear.token_field_offsets[k])
+        weight = linear.token_embedding_table.embedding.weight
+        keep = torch.ones_like(weight)
+        keep[start:start + int(linear.token_field_dims[k])] = 0.0
+        self.register_buffer("_first_order_keep", keep, persistent=False)
+        with torch.no_grad():
+            weight.mul_(keep)
+        weight.register_hook(lambda grad: grad * self._first_order_keep)
+
     def _warm_counts(self, slots: torch.Tensor, size: int) -> torch.Tensor:
         """``[size]`` number of items with training rows whose code (row of ``slots`` [n_items, L]) is each slot."""
         warm = self.item_warm.unsqueeze(1).expand_as(slots)
@@ -323,6 +341,8 @@ class COINS(ContextRecommender):
         if self.fm is not None:
             fields = torch.cat([others, *(v.unsqueeze(1) for v in item_parts)], dim=1)
             logit = logit + self.fm(fields).squeeze(-1)
+        if self.use_first_order:
+            logit = logit + self.first_order_linear(interaction).squeeze(-1)
         return {"logit": logit, "gate": gate.squeeze(1), "gate_raw": gate_raw.squeeze(1), "known": known,
                 "pop": pop, "id_emb": id_emb, "rq_emb": rq_emb, "opq_emb": opq_emb, "item_emb": item_c}
 
