@@ -311,6 +311,20 @@ def cell_name(model: str, seed: int, split: int | None = None) -> str:
     return f"{model}-seed{seed}" if split is None else f"{model}-split{split}-seed{seed}"
 
 
+_UNSET = "<not set>"
+
+
+def _check_cell_settings(path: Path, record: dict, extra: dict) -> None:
+    """Refuse a finished cell whose recorded config differs from ``extra`` (the grid's ``--set``) on any of its keys."""
+    config = record.get("config") or {}
+    differ = {key: (config.get(key, _UNSET), json.loads(json.dumps(value))) for key, value in (extra or {}).items()
+              if config.get(key, _UNSET) != json.loads(json.dumps(value))}
+    if differ:
+        said = ", ".join(f"{key}={old!r} there, {new!r} here" for key, (old, new) in sorted(differ.items()))
+        raise DataError(f"{path}: this finished cell was run with other --set values ({said}); a table mixes no "
+                        f"two budgets: use another --out for these settings, or delete the cell to rerun it")
+
+
 def cell_path(out: Path, dataset: str, model: str, seed: int, split: int | None = None) -> Path:
     return out / plain_name(dataset, "--dataset") / "cells" / f"{cell_name(model, seed, split)}.json"
 
@@ -453,14 +467,23 @@ class Grid:
         if self.sid_cells is None or Path(self.sid_cells).resolve() == Path(self.out).resolve():
             return self
         out = Path(self.sid_cells)
-        return Grid(out, self.data_path, self.extra, self.config_files, self.timeout, self.ctr_path, self.ctr_extra,
+        grid = Grid(out, self.data_path, self.extra, self.config_files, self.timeout, self.ctr_path, self.ctr_extra,
                     self.split_root, self.cold_ratio, tuning=out / "tuning")
+        grid.check_settings = False  # a tokenizer's cells are read as they were run (their --set is their own)
+        return grid
+
+    #: whether a finished cell is reused only when it was run with this grid's ``--set`` values (see :meth:`cached`)
+    check_settings = True
 
     def cached(self, dataset: str, label: str, seed: int, split: int | None = None) -> dict | None:
+        """The finished cell, or None. A cell run with other ``--set`` values than this grid's is refused (DataError
+        naming the cell and the keys): reusing it would mix two budgets or protocols in one table."""
         path = cell_path(self.out, dataset, label_name(label), seed, split)
         if path.is_file():
             record = json.loads(path.read_text())
             if record.get("status") == "ok":
+                if self.check_settings:
+                    _check_cell_settings(path, record, self.extra)
                 return record
         return None
 

@@ -190,3 +190,20 @@ def test_cell_timeout_keeps_what_it_wrote(tmp_path):
     error, _ = leaderboard.stream_cell([sys.executable, "-c", child], tmp_path, "M seed 1", 2)
     assert error == "timed out after 2 s"
     assert (tmp_path / "stderr.log").read_text() == "loading data\n"
+
+
+def test_finished_cell_is_reused_only_with_the_same_set_values(tmp_path):
+    """A resumed grid with another ``--set`` (e.g. a larger epoch cap) must not silently reuse cells of the old one."""
+    path = leaderboard.cell_path(tmp_path, "tiny", "BPR", 2020, 2021)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"status": "ok", "config": {"epochs": 30, "MAX_ITEM_LIST_LENGTH": 20, "seed": 2020}}))
+    same = leaderboard.Grid(tmp_path, "data", {"epochs": 30, "MAX_ITEM_LIST_LENGTH": 20})
+    assert same.cached("tiny", "BPR", 2020, 2021)["config"]["epochs"] == 30
+    assert leaderboard.Grid(tmp_path, "data", {}).cached("tiny", "BPR", 2020, 2021) is not None  # no --set: reused
+    with pytest.raises(DataError, match=r"BPR-split2021-seed2020\.json.*epochs=30 there, 100 here"):
+        leaderboard.Grid(tmp_path, "data", {"epochs": 100, "MAX_ITEM_LIST_LENGTH": 20}).cached("tiny", "BPR", 2020, 2021)
+    with pytest.raises(DataError, match=r"stopping_step='<not set>' there, 5 here"):
+        leaderboard.Grid(tmp_path, "data", {"stopping_step": 5}).cached("tiny", "BPR", 2020, 2021)
+    # the tokenizer cells that SID-feature labels read are taken as they were run
+    seq = leaderboard.Grid(tmp_path / "seq", "data", {"epochs": 100}, sid_cells=tmp_path)
+    assert seq.sid_grid().cached("tiny", "BPR", 2020, 2021) is not None
