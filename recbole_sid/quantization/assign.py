@@ -3,7 +3,7 @@
 Level l picks, for each row, the code nearest to the current residual r and subtracts it:
 ``c_l = argmin_k ||r - e_k||^2 = argmin_k (||r||^2 - 2 r.e_k + ||e_k||^2)``. ``||r||^2`` is the same for every
 k of one row, so it is left out of the argmin; ``-2 r.e_k + ||e_k||^2`` is one (batch x D) @ (D x K) matrix
-product plus a row vector. Peak extra memory: ``batch_size x (K + D)`` floats, whatever N is.
+product plus a row vector. Peak extra memory: ``batch_size x (K + 2 D)`` floats, whatever N is.
 Ties go to the lowest code index (``argmin``'s first-minimum rule), the same in both back ends.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ from torch import nn
 
 from recbole_sid.exceptions import QuantizationError
 
-DEFAULT_BATCH_SIZE = 65536
+#: rows per block: buffers of B x (2 D + K) floats (117 MiB at d = 768), whatever N is
+DEFAULT_BATCH_SIZE = 16384
 DISTANCES = ("l2", "cosine")
 
 
@@ -132,39 +133,67 @@ def assign_residual(x, codebooks: Sequence, batch_size: int = DEFAULT_BATCH_SIZE
     dim = int(cbs[0].shape[1])
     if x.ndim != 2 or x.shape[1] != dim:
         raise QuantizationError(f"x: expected shape [N, {dim}] to match the codebooks, got {tuple(x.shape)}")
-    n, n_levels = x.shape[0], len(cbs)
+    n = x.shape[0]
     if isinstance(x, torch.Tensor):
         with torch.no_grad():
             xt = x.detach()
             cbt = [(cb if isinstance(cb, torch.Tensor) else torch.from_numpy(np.asarray(cb)))
                    .to(device=xt.device, dtype=xt.dtype) for cb in cbs]
-            aux = [_aux_torch(cb, distance) for cb in cbt]
-            codes = torch.empty((n, n_levels), dtype=torch.long, device=xt.device)
+            codes = torch.empty((n, len(cbt)), dtype=torch.long, device=xt.device)
             residual = torch.empty_like(xt) if return_residual else None
-            for start in range(0, n, batch_size):
-                r = xt[start:start + batch_size].clone()
-                for level, (cb, a) in enumerate(zip(cbt, aux)):
-                    idx = _nearest_torch(r, cb, a, distance)
-                    codes[start:start + batch_size, level] = idx
-                    r.sub_(cb.index_select(0, idx))
-                if return_residual:
-                    residual[start:start + batch_size] = r
+            _assign_blocks(lambda start, stop, out: out.copy_(xt[start:stop]), n, cbt, codes, residual,
+                           batch_size, distance)
         return (codes, residual) if return_residual else codes
     x = np.asarray(x, dtype=np.float32)
-    cbn = [np.ascontiguousarray(cb.cpu().numpy() if isinstance(cb, torch.Tensor) else cb, dtype=np.float32)
+    cbt = [torch.from_numpy(np.array(cb.cpu().numpy() if isinstance(cb, torch.Tensor) else cb, dtype=np.float32))
            for cb in cbs]
-    aux = [_aux_numpy(cb, distance) for cb in cbn]
-    codes = np.empty((n, n_levels), dtype=np.int64)
+    codes = np.empty((n, len(cbt)), dtype=np.int64)
     residual = np.empty_like(x) if return_residual else None
-    for start in range(0, n, batch_size):
-        r = x[start:start + batch_size].copy()
-        for level, (cb, a) in enumerate(zip(cbn, aux)):
-            idx = _nearest_numpy(r, cb, a, distance)
-            codes[start:start + batch_size, level] = idx
-            r -= cb[idx]
-        if return_residual:
-            residual[start:start + batch_size] = r
+
+    def load(start: int, stop: int, out: torch.Tensor) -> None:
+        out.numpy()[...] = x[start:stop]  # numpy copies into the buffer: x may be a read-only memmap
+
+    with torch.no_grad():
+        _assign_blocks(load, n, cbt, torch.from_numpy(codes),
+                       None if residual is None else torch.from_numpy(residual), batch_size, distance)
     return (codes, residual) if return_residual else codes
+
+
+def _assign_blocks(load, n: int, cbt: list, codes: torch.Tensor, residual, batch_size: int, distance: str) -> None:
+    """The greedy residual kernel both back ends run (numpy arrays are wrapped as CPU tensors without a copy).
+
+    Every buffer is allocated once and reused block after block: the rows ``r`` [B, D], the chosen code vectors
+    [B, D] and the scores [B, K]. Re-allocating them per block made the numpy version fault fresh pages for every
+    block (glibc hands large blocks back to the OS) and ran the gather, the subtraction and the argmin on one
+    thread; torch runs them on every intra-op thread. l2: one ``addmm`` computes ``||e||^2 - 2 r.e`` straight into
+    the score buffer."""
+    like = cbt[0]
+    dim, k_max = int(like.shape[1]), max(int(cb.shape[0]) for cb in cbt)
+    rows = min(batch_size, max(n, 1))
+    r_buf = torch.empty((rows, dim), dtype=like.dtype, device=like.device)
+    pick_buf = torch.empty_like(r_buf)
+    score_buf = torch.empty((rows, k_max), dtype=like.dtype, device=like.device)
+    idx_buf = torch.empty(rows, dtype=torch.long, device=like.device)
+    levels = [(cb, cb.t().contiguous(), _aux_torch(cb, distance)) for cb in cbt]
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        m = stop - start
+        r, pick, idx = r_buf[:m], pick_buf[:m], idx_buf[:m]
+        load(start, stop, r)
+        for level, (cb, cb_t, aux) in enumerate(levels):
+            scores = score_buf[:m, :cb.shape[0]]
+            if distance == "l2":
+                torch.addmm(aux, r, cb_t, beta=1.0, alpha=-2.0, out=scores)
+                torch.argmin(scores, dim=1, out=idx)
+            else:
+                torch.mm(r, cb_t, out=scores)
+                scores.mul_(aux)
+                torch.argmax(scores, dim=1, out=idx)
+            codes[start:stop, level] = idx
+            torch.index_select(cb, 0, idx, out=pick)
+            r.sub_(pick)
+        if residual is not None:
+            residual[start:stop] = r
 
 
 def decode_codes(codes, codebooks: Sequence):
