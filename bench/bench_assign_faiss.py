@@ -6,9 +6,11 @@ Both assign N vectors of dimension d to the SAME codebooks (3 levels x 256 codes
 ``compute_codes``, once with its default distance computation and once with ``use_beam_LUT = 1`` (look-up tables
 of codebook inner products). Reported per (d, N, threads): seconds and items/s of each, the share of items whose L
 codes agree, and the GFLOP/s implied by the assignment's matrix products (2 N K d per level) beside the machine's
-fp32 GEMM throughput measured in the same process: numpy ``matmul`` of the assignment's own shape
-(65536 x d @ d x 256) and of 2048 x 2048 x 2048. Each thread count runs in its own process with OMP/BLAS thread
-variables set, so that numpy's BLAS and faiss' OpenMP both use that many threads.
+fp32 GEMM throughput measured in the same process: the assignment's own shape (65536 x d @ d x 256) and
+2048 x 2048 x 2048, each with numpy's ``matmul`` (OpenBLAS) and torch's ``mm`` (MKL / oneDNN; ``assign_residual``
+runs on torch), the faster of the two being "the machine's GEMM". The 2048^3 GEMM is measured again right after
+each configuration, so that both see the same load on a shared machine. Each thread count runs in its own process
+with OMP/BLAS thread variables set, so that numpy's BLAS, torch and faiss' OpenMP all use that many threads.
 
     python bench/bench_assign_faiss.py --out results/bench_assign_faiss.md            # d 64/256/768, N 1e5/1e6,
                                                                                       # 1 and 2 threads
@@ -28,21 +30,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def gemm_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> float:
-    """fp32 GFLOP/s of numpy's ``matmul`` on an (m x k) @ (k x n) product, repeated for about ``seconds``."""
+def gemm_gflops(m: int, k: int, n: int, seconds: float = 1.0) -> dict:
+    """fp32 GFLOP/s of an (m x k) @ (k x n) product, repeated for about ``seconds``, with numpy's ``matmul`` and
+    torch's ``mm``: ``{"numpy": .., "torch": .., "best": ..}``."""
     import numpy as np
+    import torch
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((m, k), dtype=np.float32)
     b = rng.standard_normal((k, n), dtype=np.float32)
-    a @ b  # warm-up
-    runs, start = 0, time.perf_counter()
-    while True:
-        a @ b
-        runs += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return 2.0 * m * k * n * runs / elapsed / 1e9
+    at, bt = torch.from_numpy(a), torch.from_numpy(b)
+    out = {}
+    for name, product in (("numpy", lambda: a @ b), ("torch", lambda: torch.mm(at, bt))):
+        product()  # warm-up
+        runs, start = 0, time.perf_counter()
+        while True:
+            product()
+            runs += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                out[name] = 2.0 * m * k * n * runs / elapsed / 1e9
+                break
+    out["best"] = max(out["numpy"], out["torch"])
+    return out
 
 
 def unpack_codes(packed, levels: int, nbits: int):
@@ -58,8 +68,10 @@ def child(args) -> list[dict]:
     """Every (d, N) at this process's thread count; returns one record per configuration."""
     import faiss
     import numpy as np
+    import torch
 
     sys.path.insert(0, str(REPO))
+    torch.set_num_threads(args.threads)
     from recbole_sid.quantization import assign_residual, residual_kmeans
 
     faiss.omp_set_num_threads(args.threads)
@@ -68,7 +80,6 @@ def child(args) -> list[dict]:
     if 1 << nbits != k:
         raise SystemExit("--codebook-size must be a power of two (faiss stores nbits per level)")
     records = []
-    gemm_square = gemm_gflops(2048, 2048, 2048)
     for d in args.dims:
         rng = np.random.default_rng(d)
         centers = rng.standard_normal((1000, d), dtype=np.float32)
@@ -97,12 +108,15 @@ def child(args) -> list[dict]:
             theirs_lut = unpack_codes(rq.compute_codes(x), levels, nbits)
             timings["faiss_lut"] = time.perf_counter() - start
             flops = 2.0 * n * k * d * levels
+            gemm_square = gemm_gflops(2048, 2048, 2048)  # right after this configuration: the same load
             records.append({
                 "d": d, "n": n, "threads": args.threads, **{f"{key}_s": value for key, value in timings.items()},
                 "agree": float((ours == theirs).all(axis=1).mean()),
                 "agree_lut": float((ours == theirs_lut).all(axis=1).mean()),
                 "assign_gflops": flops / timings["assign_residual"] / 1e9,
-                "gemm_shape_gflops": gemm_shape, "gemm_square_gflops": gemm_square,
+                "gemm_shape_gflops": gemm_shape["best"], "gemm_square_gflops": gemm_square["best"],
+                "gemm_square_numpy_gflops": gemm_square["numpy"], "gemm_square_torch_gflops": gemm_square["torch"],
+                "share_of_gemm": flops / timings["assign_residual"] / 1e9 / gemm_square["best"],
             })
             print(json.dumps(records[-1]), file=sys.stderr, flush=True)
     return records
@@ -115,19 +129,22 @@ def markdown(records, args) -> str:
         f"`python bench/bench_assign_faiss.py {' '.join(sys.argv[1:])}` on {platform.processor() or platform.machine()}"
         f", {os.cpu_count()} CPUs, Python {platform.python_version()}; {args.levels} levels x {args.codebook_size} "
         f"codes, the same codebooks for both (residual k-means on {args.fit_rows} rows). faiss LUT: "
-        f"`use_beam_LUT = 1`. GFLOP/s of the assignment: 2 N K d L / time. GEMM: numpy fp32 matmul in the same "
-        f"process and thread count, of the assignment's shape (65536 x d @ d x K) and 2048^3.",
+        f"`use_beam_LUT = 1`. GFLOP/s of the assignment: 2 N K d L / time. GEMM: the faster of numpy's matmul and "
+        f"torch's mm, fp32, in the same process and thread count, of the assignment's shape (65536 x d @ d x K) and "
+        f"2048^3 (measured right after each row's assignment; numpy / torch in brackets). Share: assignment GFLOP/s "
+        f"over the 2048^3 GEMM's.",
         "",
         "| d | N | threads | assign_residual s | items/s | faiss s | faiss LUT s | faiss / ours | codes agree "
-        "| assign GFLOP/s | GEMM GFLOP/s (shape) | GEMM GFLOP/s (2048^3) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| assign GFLOP/s | GEMM GFLOP/s (shape) | GEMM GFLOP/s (2048^3; numpy / torch) | share of GEMM |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(records, key=lambda r: (r["d"], r["n"], r["threads"])):
         lines.append(
             f"| {r['d']} | {r['n']:,} | {r['threads']} | {r['assign_residual_s']:.3f} | "
             f"{r['n'] / r['assign_residual_s']:,.0f} | {r['faiss_s']:.3f} | {r['faiss_lut_s']:.3f} | "
             f"{r['faiss_s'] / r['assign_residual_s']:.2f}x | {r['agree']:.4%} / {r['agree_lut']:.4%} | "
-            f"{r['assign_gflops']:.1f} | {r['gemm_shape_gflops']:.1f} | {r['gemm_square_gflops']:.1f} |")
+            f"{r['assign_gflops']:.1f} | {r['gemm_shape_gflops']:.1f} | {r['gemm_square_gflops']:.1f} "
+            f"({r['gemm_square_numpy_gflops']:.0f} / {r['gemm_square_torch_gflops']:.0f}) | {r['share_of_gemm']:.0%} |")
     lines.append("")
     return "\n".join(lines)
 

@@ -8,6 +8,7 @@ Ties go to the lowest code index (``argmin``'s first-minimum rule), the same in 
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -145,13 +146,17 @@ def assign_residual(x, codebooks: Sequence, batch_size: int = DEFAULT_BATCH_SIZE
                            batch_size, distance)
         return (codes, residual) if return_residual else codes
     x = np.asarray(x, dtype=np.float32)
+    if any(stride < 0 for stride in x.strides):  # torch.from_numpy takes no negative strides
+        x = np.ascontiguousarray(x)
     cbt = [torch.from_numpy(np.array(cb.cpu().numpy() if isinstance(cb, torch.Tensor) else cb, dtype=np.float32))
            for cb in cbs]
     codes = np.empty((n, len(cbt)), dtype=np.int64)
     residual = np.empty_like(x) if return_residual else None
 
     def load(start: int, stop: int, out: torch.Tensor) -> None:
-        out.numpy()[...] = x[start:stop]  # numpy copies into the buffer: x may be a read-only memmap
+        with warnings.catch_warnings():  # a read-only memmap is only read here: torch warns about writes it never does
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            out.copy_(torch.from_numpy(x[start:stop]))  # torch's copy runs on every intra-op thread
 
     with torch.no_grad():
         _assign_blocks(load, n, cbt, torch.from_numpy(codes),
