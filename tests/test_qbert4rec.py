@@ -307,3 +307,28 @@ def test_run_recbole_end_to_end(data_root, in_tmp):
     assert codes.shape == (32 + N_COLD, TINY["sid_levels"] + 1)  # + the dedup level
     assert len(np.unique(codes, axis=0)) == len(ids)
     assert Path(result["sid_files"]["quality"]).is_file()
+
+
+@pytest.mark.parametrize("warm_negatives", [True, False])
+def test_training_softmax_leaves_out_cold_items_under_warm_negatives(data_root, split, warm_negatives):
+    """Under ``warm_negatives`` a held-out item is no negative of the training CE (as no sampled negative is)."""
+    train_data = split[0]
+    model = build(data_root, train_data, warm_negatives=warm_negatives).train()
+    ds = train_data._dataset
+    cold = [ds.field2token_id[ds.iid_field][f"cold{c}"] for c in range(N_COLD)]
+    seen = []
+    model.loss_fct.register_forward_pre_hook(lambda module, args: seen.append((args[0].detach(), args[1])))
+    loss = model.calculate_loss(next(iter(train_data)))
+    logits, target = seen[0]
+    assert torch.isfinite(loss) and bool(model.item_warm[target].all())
+    assert bool(torch.isneginf(logits[:, 0]).all())  # padding: never
+    warm_cols = model.item_warm.nonzero().squeeze(1)
+    assert bool(torch.isfinite(logits[:, warm_cols]).all())
+    if warm_negatives:
+        assert bool(torch.isneginf(logits[:, cold]).all())
+    else:
+        assert bool(torch.isfinite(logits[:, cold]).all())
+    model.eval()  # evaluation scores every item, cold ones through their SID
+    with torch.no_grad():
+        batch = next(iter(split[2]))[0]
+        assert bool(torch.isfinite(model.full_sort_predict(batch).view(len(batch), -1)[:, cold]).all())

@@ -382,6 +382,11 @@ class QBERT4Rec(SequentialRecommender):
         warm[train_items] = True
         warm[0] = False
         self.register_buffer("item_warm", warm)
+        #: warm-only softmax: with ``warm_negatives`` (auto: on with a cold list) the training CE leaves out items
+        #: without training rows, as every model's sampled negatives do; otherwise only padding is left out
+        self.warm_only_softmax = warm_negatives_enabled(config)
+        self.register_buffer("_softmax_excluded", ~warm if self.warm_only_softmax else
+                             torch.arange(self.n_items) == 0, persistent=False)
         self.n_train_rows = len(dataset.inter_feat)
         world = cfg(config, "world_size", 1)
         self._rows_scale = int(world) if (not cfg(config, "single_spec", True) and isinstance(world, int)
@@ -425,7 +430,8 @@ class QBERT4Rec(SequentialRecommender):
         logger.info(f"QBERT4Rec: {self.n_items - 1} items ({n_cold} without training rows, scored through their SID "
                     f"alone), SIDs {self.sid_levels} x {self.code_table_size} from {self.sid_output.summary['source']}"
                     f"; stage 3: {self.pretrain_epochs} pretraining epochs with masks {self.mask_types}, then "
-                    f"fine-tuning with the tail mask")
+                    f"fine-tuning with the tail mask; training softmax over "
+                    f"{'items with training rows (warm_negatives)' if self.warm_only_softmax else 'every item'}")
 
     # --- config checks --------------------------------------------------------------------------------------------
     @staticmethod
@@ -638,7 +644,9 @@ class QBERT4Rec(SequentialRecommender):
         masked = self.training_masks(full_len, full.shape[1], phase)
         hidden = self.forward(full, masked)[masked]  # [M, H]
         logits = self._scores(hidden)
-        logits[:, 0] = float("-inf")  # padding is never a target
+        # padding is never a target; nor, under warm_negatives, a held-out item (no training row has it as a target,
+        # and counting it as a negative would teach the model that it is never clicked: a cold-start leak)
+        logits = logits.masked_fill(self._softmax_excluded, float("-inf"))
         return self.loss_fct(logits, full[masked])
 
     def _last_hidden(self, interaction) -> torch.Tensor:
