@@ -222,7 +222,26 @@ def versions() -> dict:
 
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
             "pandas": pandas.__version__, "scipy": scipy.__version__, "recbole": recbole.__version__,
-            "recbole_sid": recbole_sid.__version__, "machine": f"{platform.machine()} {os.cpu_count()} CPU"}
+            "recbole_sid": recbole_sid.__version__, "recbole_sid_commit": source_commit(),
+            "machine": f"{platform.machine()} {os.cpu_count()} CPU"}
+
+
+def source_commit() -> str | None:
+    """The git commit of the plugin's source when it runs from a checkout (``+dirty`` with uncommitted changes to
+    tracked files), so that a cell says which code produced it; None for an installed wheel or without git."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 # --- one cell (child process) ------------------------------------------------------------------------------

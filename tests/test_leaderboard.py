@@ -207,3 +207,12 @@ def test_finished_cell_is_reused_only_with_the_same_set_values(tmp_path):
     # the tokenizer cells that SID-feature labels read are taken as they were run
     seq = leaderboard.Grid(tmp_path / "seq", "data", {"epochs": 100}, sid_cells=tmp_path)
     assert seq.sid_grid().cached("tiny", "BPR", 2020, 2021) is not None
+
+
+def test_cells_record_the_source_commit():
+    """Every cell's ``versions`` names the plugin's git commit when it runs from a checkout (this test suite does)."""
+    commit = leaderboard.versions()["recbole_sid_commit"]
+    if not (Path(leaderboard.__file__).resolve().parents[1] / ".git").exists():
+        assert commit is None
+    else:
+        assert re.fullmatch(r"[0-9a-f]{12}(\+dirty)?", commit), commit
