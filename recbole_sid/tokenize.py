@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     large.add_argument("--last-level", choices=("unique", "greedy"), default="unique",
                        help="unique (default): items colliding on every level get distinct last codes; greedy: keep")
     large.add_argument("--dedup-max", type=int, default=None, help="largest dedup level allowed (default: no limit)")
-    large.add_argument("--block-rows", type=int, default=None, help="rows per read and assignment block (65536)")
+    large.add_argument("--block-rows", type=int, default=None, help="rows per read and per assignment task (65536)")
     large.add_argument("--partition-rows", type=int, default=None,
                        help="items per partition of the collision pass (1048576)")
     large.add_argument("--name", default="items", help="output files NAME-00000.itemsid ... (default items)")

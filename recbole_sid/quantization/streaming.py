@@ -27,7 +27,8 @@
    level included), ``<name>.codebooks.npy`` [L, K, D] and ``<name>.sid_manifest.json`` (inputs, settings, collision
    rates, per-level usage, timings).
 
-Memory: the sample (``sample_size x D`` floats), one block (``block_rows x (D + K)`` floats), one partition
+Memory: the sample (``sample_size x D`` floats), one block (``block_rows x D`` floats) and the assignment kernel's
+buffers (``assign_residual``: 16,384 x (2 D + K) floats), one partition
 (``partition_rows x (8 + 4L)`` bytes, more when one SID prefix is shared by more items than that) and the vectors of
 at most ``block_rows`` colliding items at a time; never N x D. Disk: the staging folder holds N x (L+1) int32
 codes, the partition spill (N x (8 + 4L) bytes) and the output text.
@@ -53,8 +54,9 @@ from recbole_sid.quantization.faiss_ops import DEFAULT_MAX_POINTS_PER_CENTROID, 
 
 logger = logging.getLogger("recbole_sid")
 
-#: rows per assignment block (and per read): memory ``block_rows x (D + K)`` floats
-DEFAULT_BLOCK_ROWS = DEFAULT_BATCH_SIZE
+#: rows per read and per assignment task: memory ``block_rows x D`` floats (plus the kernel's buffers, which
+#: ``assign_residual`` sizes with its own ``DEFAULT_BATCH_SIZE`` rows whatever the block)
+DEFAULT_BLOCK_ROWS = 65536
 #: items per partition of the collision pass (about 20 MB of records at L = 3)
 DEFAULT_PARTITION_ROWS = 1 << 20
 #: at most this many partition files are open at once (file handles)
@@ -658,10 +660,11 @@ def tokenize_shards(inputs, out, num_levels: int = 3, codebook_size: int = 256, 
             if ray or ray_address:
                 from recbole_sid.distributed.ray_assign import assign_blocks_ray
 
-                results = assign_blocks_ray(shards, blocks, codebooks, block_rows, address=ray_address,
+                results = assign_blocks_ray(shards, blocks, codebooks, DEFAULT_BATCH_SIZE, address=ray_address,
                                             num_cpus=ray_num_cpus)
             else:
-                results = ((block, assign_block(shards.shards[block[0]], block[1], block[2], codebooks, block_rows))
+                results = ((block, assign_block(shards.shards[block[0]], block[1], block[2], codebooks,
+                                                DEFAULT_BATCH_SIZE))
                            for block in blocks)
             for (index, start, stop), block_codes in results:
                 first = int(shards.offsets[index]) + start
