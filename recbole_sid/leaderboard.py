@@ -336,8 +336,9 @@ _UNSET = "<not set>"
 def _check_cell_settings(path: Path, record: dict, extra: dict) -> None:
     """Refuse a finished cell whose recorded config differs from ``extra`` (the grid's ``--set``) on any of its keys."""
     config = record.get("config") or {}
-    differ = {key: (config.get(key, _UNSET), json.loads(json.dumps(value))) for key, value in (extra or {}).items()
-              if config.get(key, _UNSET) != json.loads(json.dumps(value))}
+    wanted = json.loads(json.dumps(extra or {}))  # as the cell recorded it (tuples -> lists)
+    differ = {key: (config.get(key, _UNSET), value) for key, value in wanted.items()
+              if config.get(key, _UNSET) != value}
     if differ:
         said = ", ".join(f"{key}={old!r} there, {new!r} here" for key, (old, new) in sorted(differ.items()))
         raise DataError(f"{path}: this finished cell was run with other --set values ({said}); a table mixes no "
