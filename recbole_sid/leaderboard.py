@@ -104,6 +104,9 @@ QBERT4REC_ABLATIONS = {
     "QBERT4Rec-no-pretrain": ("QBERT4Rec", {"qbert_pretrain_epochs": 0}),
 }
 VARIANTS.update(QBERT4REC_ABLATIONS)
+#: diagnostic, not a default row: stage 1 without the structural (BPR-MF) view, which only warm items have; tests
+#: whether that view is what pulls cold items' fused vectors and SIDs away from the warm ones
+VARIANTS["QBERT4Rec-no-structural"] = ("QBERT4Rec", {"qbert_structural_view": False})
 #: the CTR protocol of split seeds (issue 14): every CTR model reads the same columns, the user history and its
 #: semantic score (``dataset_prep history``) beside each dataset's profile columns (RecBole's context-aware ml-100k
 #: columns; Amazon's brand and categories); labels are the sampled ones of ``dataset_prep negatives``, never a

@@ -37,7 +37,8 @@ def test_labels_variants_and_ablation_keys():
     defaults = yaml.safe_load((REPO / "properties" / "model" / "QBERT4Rec.yaml").read_text())
     expected = {"QBERT4Rec-no-injection": {"qbert_injection": False},
                 "QBERT4Rec-span-only": {"qbert_mask_types": ["span"]},
-                "QBERT4Rec-no-pretrain": {"qbert_pretrain_epochs": 0}}
+                "QBERT4Rec-no-pretrain": {"qbert_pretrain_epochs": 0},
+                "QBERT4Rec-no-structural": {"qbert_structural_view": False}}  # diagnostic label, not a default row
     for label, overrides in expected.items():
         assert leaderboard.resolve_model(label) == ("QBERT4Rec", overrides)
         for key, value in overrides.items():
