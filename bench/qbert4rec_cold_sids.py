@@ -65,37 +65,41 @@ def measure(spec: dict, overrides: dict) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cell", required=True, help="a sequential leaderboard cell's JSON (or its run's spec.json)")
+    parser.add_argument("--cell", required=True, nargs="+",
+                        help="sequential leaderboard cells' JSON (or their runs' spec.json), one table row per arm each")
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--out", help="markdown report (written to a temporary file, then renamed)")
-    parser.add_argument("--arm-json", help=argparse.SUPPRESS)  # internal: measure one arm in this process
+    parser.add_argument("--arm-json", help=argparse.SUPPRESS)  # internal: measure one arm of one cell in this process
     args = parser.parse_args(argv)
-    spec = json.loads(Path(args.cell).read_text())
-    spec["config"] = {k: v for k, v in spec["config"].items() if k != "checkpoint_dir"}  # this script saves nothing
+    specs = []
+    for cell in args.cell:
+        spec = json.loads(Path(cell).read_text())
+        spec["config"] = {k: v for k, v in spec["config"].items() if k != "checkpoint_dir"}  # this script saves nothing
+        specs.append(spec)
     if args.arm_json:
-        print("ARM " + json.dumps(measure(spec, ARMS[args.arm_json])), flush=True)
+        print("ARM " + json.dumps(measure(specs[0], ARMS[args.arm_json])), flush=True)
         return
-    rows = {}
-    for arm in args.arms:  # one process per arm: RecBole's logger and seeds are process-wide
-        done = subprocess.run([sys.executable, __file__, "--cell", args.cell, "--arm-json", arm],
-                              capture_output=True, text=True, env=dict(os.environ))
-        line = next((l for l in done.stdout.splitlines() if l.startswith("ARM ")), None)
-        if done.returncode or line is None:
-            sys.exit(f"arm {arm} failed:\n{done.stderr[-3000:]}")
-        rows[arm] = json.loads(line[4:])
-    first = next(iter(rows.values()))
-    lines = [f"# QBERT4Rec stages 1-2: cold items' SIDs ({spec['dataset']}, split {spec.get('split_seed')}, "
-             f"seed {spec['seed']})", "",
-             f"`OMP_NUM_THREADS=1 python bench/qbert4rec_cold_sids.py --cell {args.cell}`: {first['items']} items, "
-             f"{first['cold']} cold (share {first['cold_share']:.3f}). Text agreement: share of items whose code "
-             "equals their nearest warm text neighbour's; cold purity: mean cold share of a cold item's level-1 "
-             "code (no clustering of cold items = the cold share).", "",
-             "| stage 1 | text agreement L1, cold | L1, warm | L1-2, cold | L1-2, warm | cold purity L1 |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for arm, r in rows.items():
-        lines.append(f"| {arm} ({json.dumps(ARMS[arm]) if ARMS[arm] else 'QBERT4Rec.yaml'}) | {r['agree_cold_l1']:.3f} "
-                     f"| {r['agree_warm_l1']:.3f} | {r['agree_cold_l12']:.3f} | {r['agree_warm_l12']:.3f} "
-                     f"| {r['cold_purity']:.3f} |")
+    lines = ["# QBERT4Rec stages 1-2: cold items' SIDs", "",
+             f"`OMP_NUM_THREADS=1 python bench/qbert4rec_cold_sids.py --cell {' '.join(args.cell)}`", "",
+             "Text agreement: share of items whose code equals their nearest warm text neighbour's (level 1; levels "
+             "1-2); cold purity: mean cold share of a cold item's level-1 code (no clustering of cold items = the "
+             "cold share of all items).", "",
+             "| dataset | split | items (cold) | stage 1 | text agreement L1, cold | L1, warm | L1-2, cold | L1-2, warm "
+             "| cold purity L1 (cold share) |",
+             "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for cell, spec in zip(args.cell, specs):
+        for arm in args.arms:  # one process per arm: RecBole's logger and seeds are process-wide
+            done = subprocess.run([sys.executable, __file__, "--cell", cell, "--arm-json", arm],
+                                  capture_output=True, text=True, env=dict(os.environ))
+            line = next((l for l in done.stdout.splitlines() if l.startswith("ARM ")), None)
+            if done.returncode or line is None:
+                sys.exit(f"{cell}, arm {arm} failed:\n{done.stderr[-3000:]}")
+            r = json.loads(line[4:])
+            setting = json.dumps(ARMS[arm]) if ARMS[arm] else "QBERT4Rec.yaml"
+            lines.append(f"| {spec['dataset']} | {spec.get('split_seed')} | {r['items']} ({r['cold']}) | {arm} "
+                         f"(`{setting}`) | {r['agree_cold_l1']:.3f} | {r['agree_warm_l1']:.3f} "
+                         f"| {r['agree_cold_l12']:.3f} | {r['agree_warm_l12']:.3f} "
+                         f"| {r['cold_purity']:.3f} ({r['cold_share']:.3f}) |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
