@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from recbole_sid.atomic_io import atomic_write, plain_name
+from recbole_sid.runs import cell_lock
 from recbole_sid.exceptions import DataError, RecBoleSIDError
 from recbole_sid.stats import paired_bootstrap_users, paired_cells, summarize, verdict
 
@@ -668,6 +669,15 @@ class Grid:
         model = label_name(label)
         run_dir = self.out / dataset / "runs" / cell_name(model, seed, split)
         run_dir.mkdir(parents=True, exist_ok=True)
+        # two grid processes over one --out: the second waits for the first's cell instead of running it again
+        with cell_lock(run_dir / "cell.lock", log=lambda message: print(f"  {message}", file=sys.stderr, flush=True)):
+            record = self.cached(dataset, label, seed, split)
+            return record if record is not None else self._run_locked(dataset, label, model, seed, split, run_dir,
+                                                                      overrides)
+
+    def _run_locked(self, dataset: str, label: str, model: str, seed: int, split: int | None, run_dir: Path,
+                    overrides: dict | None) -> dict:
+        """Run the cell (its lock held): write its record, or an error record, to the cell file and return it."""
         path = cell_path(self.out, dataset, model, seed, split)
         log_file = None
         try:

@@ -7,8 +7,11 @@ its SID files go to ``<sid_export_dir or checkpoint_dir>/<run>/``.
 """
 from __future__ import annotations
 
+import json
 import os
 import secrets
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -36,3 +39,49 @@ def run_folder(config, run_name: str) -> Path:
     except (KeyError, TypeError):
         base = None
     return Path(base or config["checkpoint_dir"]) / run_name
+
+
+@contextmanager
+def cell_lock(path, poll: float = 10.0, log=None):
+    """Hold ``path`` (a leaderboard cell's lock file) while the body runs, so that two grid processes over one
+    ``--out`` never run the same cell at once (they would share its run folder, logs and cell file).
+
+    The file is created exclusively and records the holder's pid and host. While another live process on this
+    host holds it, wait (checking every ``poll`` s; said once through ``log``), then take it: the caller then
+    reads the holder's finished cell. A lock left by a process that is gone is taken over, and ``log`` says so.
+    A lock from another host cannot be checked from here: DataError naming the file and its holder."""
+    from recbole_sid.atomic_io import _HOST, _process_alive
+    from recbole_sid.exceptions import DataError
+
+    path = Path(path)
+    say = log or (lambda message: None)
+    mine = json.dumps({"pid": os.getpid(), "host": _HOST, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    waited = False
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}  # being written or unreadable: look again
+            pid, host = holder.get("pid"), holder.get("host")
+            if isinstance(pid, int) and host == _HOST and not _process_alive(pid):
+                say(f"{path}: its holder (pid {pid}) is gone without finishing; taking the lock over")
+                path.unlink(missing_ok=True)
+                continue
+            if host is not None and host != _HOST:
+                raise DataError(f"{path}: held by pid {pid} on host {host}, which this host cannot check; wait for "
+                                f"that run, or delete the file if it is gone")
+            if not waited:
+                say(f"{path}: pid {pid} is running this cell; waiting for it")
+                waited = True
+            time.sleep(poll)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(mine)
+        break
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
