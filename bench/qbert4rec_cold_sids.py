@@ -90,7 +90,7 @@ def main(argv=None) -> None:
     for cell, spec in zip(args.cell, specs):
         for arm in args.arms:  # one process per arm: RecBole's logger and seeds are process-wide
             done = subprocess.run([sys.executable, __file__, "--cell", cell, "--arm-json", arm],
-                                  capture_output=True, text=True, env=dict(os.environ))
+                                  capture_output=True, text=True)
             line = next((l for l in done.stdout.splitlines() if l.startswith("ARM ")), None)
             if done.returncode or line is None:
                 sys.exit(f"{cell}, arm {arm} failed:\n{done.stderr[-3000:]}")

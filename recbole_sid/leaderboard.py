@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 from recbole_sid.atomic_io import atomic_write, plain_name
-from recbole_sid.runs import cell_lock
 from recbole_sid.exceptions import DataError, RecBoleSIDError
+from recbole_sid.runs import cell_lock
 from recbole_sid.stats import paired_bootstrap_users, paired_cells, summarize, verdict
 
 TOPK_BASELINES = ["Pop", "ItemKNN", "BPR", "NeuMF", "LightGCN", "SGL"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,32 +56,40 @@ def cell_lock(path, poll: float = 10.0, log=None):
 
     path = Path(path)
     say = log or (lambda message: None)
-    mine = json.dumps({"pid": os.getpid(), "host": _HOST, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    # written whole to a file of this process and thread (named like atomic_io's temporary files, so a killed
+    # writer's is cleaned up), then hard-linked to ``path``, which fails if it exists: no reader ever sees a lock
+    # file without its holder
+    mine = path.with_name(f".{path.name}.{os.getpid()}@{_HOST}.{threading.get_ident()}.tmp")
+    mine.write_text(json.dumps({"pid": os.getpid(), "host": _HOST, "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
     waited = False
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+    try:
+        while True:
             try:
-                holder = json.loads(path.read_text() or "{}")
-            except (OSError, ValueError):
-                holder = {}  # being written or unreadable: look again
-            pid, host = holder.get("pid"), holder.get("host")
-            if isinstance(pid, int) and host == _HOST and not _process_alive(pid):
+                os.link(mine, path)
+                break
+            except FileExistsError:
+                pass
+            try:
+                holder = json.loads(path.read_text())
+                pid, host = holder["pid"], holder["host"]
+            except FileNotFoundError:
+                continue  # released meanwhile
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise DataError(f"{path}: not a lock file this plugin wrote ({exc}); delete it if no grid process "
+                                f"runs this cell") from exc
+            if host == _HOST and not _process_alive(pid):
                 say(f"{path}: its holder (pid {pid}) is gone without finishing; taking the lock over")
                 path.unlink(missing_ok=True)
                 continue
-            if host is not None and host != _HOST:
+            if host != _HOST:
                 raise DataError(f"{path}: held by pid {pid} on host {host}, which this host cannot check; wait for "
                                 f"that run, or delete the file if it is gone")
             if not waited:
                 say(f"{path}: pid {pid} is running this cell; waiting for it")
                 waited = True
             time.sleep(poll)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(mine)
-        break
+    finally:
+        mine.unlink(missing_ok=True)
     try:
         yield
     finally:

@@ -98,3 +98,12 @@ def test_grid_waits_for_a_running_cell_and_reuses_its_record(tmp_path, monkeypat
         thread.join()
     assert record["test_result"] == {"recall@10": 0.5}
     assert not (run_dir / "cell.lock").exists()
+
+
+def test_a_file_that_is_no_lock_of_ours_is_refused_not_waited_on(tmp_path):
+    lock = tmp_path / "cell.lock"
+    lock.write_text("")
+    with pytest.raises(DataError, match=r"cell\.lock: not a lock file this plugin wrote"):
+        with cell_lock(lock, poll=0.01):
+            pass
+    assert lock.exists() and not list(tmp_path.glob(".cell.lock.*"))  # its own staging file is gone too
